@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (see setup.sh) and run the demo: start a local sshd, start a remote agent
+# over SSH, send it work and print what comes back.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/sshpipe demo "$@"

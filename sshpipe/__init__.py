@@ -1,0 +1,59 @@
+"""sshpipe: Python agents on remote hosts over SSH, each one a local ``Process``.
+
+Layering: ``errors``, ``protocol`` and ``agent`` are stdlib-only (the last two are
+shipped to remote hosts); ``config`` and ``transport`` build the SSH connection;
+``pipe``, ``handler`` and ``multipipe`` are the process-like API on top; ``logging``
+gathers records from every process and host. This module only re-exports public
+names, lazily, so that importing :mod:`sshpipe` costs nothing and runs nothing.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> submodule that defines it
+_EXPORTS = {
+    "AgentStartError": "errors",
+    "AuthenticationError": "errors",
+    "ConnectError": "errors",
+    "ConnectTimeout": "errors",
+    "FrameError": "errors",
+    "HandshakeError": "errors",
+    "HostKeyError": "errors",
+    "LevelBasedFormatter": "logging",
+    "MpLogger": "logging",
+    "PipeBroken": "errors",
+    "PipeClosed": "errors",
+    "PipeState": "pipe",
+    "ProtocolError": "errors",
+    "RemoteError": "errors",
+    "SSHConfig": "config",
+    "SSHConfigError": "errors",
+    "SSHMultiPipe": "multipipe",
+    "SSHPipe": "pipe",
+    "SSHPipeError": "errors",
+    "SSHPipeHandler": "handler",
+    "TimedSizedRotatingHandler": "logging",
+    "dump": "config",
+    "dumps": "config",
+    "load": "config",
+    "loads": "config",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'sshpipe' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"{__name__}.{module_name}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__))

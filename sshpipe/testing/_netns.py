@@ -1,0 +1,192 @@
+"""Several real hosts on one machine: network namespaces on a private bridge.
+
+Each host is a network namespace with one veth link to a bridge in the root
+namespace and its own ``sshd`` on port 22 of its own address. Addresses come from
+198.18.0.0/15, the range RFC 2544 sets aside for network tests, so they cannot
+clash with a real network. Traffic never leaves the machine.
+
+Ownership: :class:`NamespaceHosts` creates the bridge, the namespaces, the veth
+pairs and the sshd processes, and removes all of them in :meth:`NamespaceHosts.stop`,
+which also runs when the ``with`` block raises. Needs root (CAP_NET_ADMIN).
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from sshpipe.testing._sshd import LocalSSHServer, SSHServerError, generate_key
+
+__all__ = ["NamespaceHost", "NamespaceHosts", "netns_unavailable_reason"]
+
+
+def netns_unavailable_reason() -> Optional[str]:
+    """Why namespace hosts cannot be built here, or None when they can."""
+    if os.geteuid() != 0:
+        return "network-namespace hosts need root"
+    if shutil.which("ip") is None:
+        return "the 'ip' command is missing: install the 'iproute2' package"
+    probe = f"sshpipe-probe-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"cannot create a network namespace: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+def _ip(*args: str, netns: Optional[str] = None) -> None:
+    command = ["ip"] + (["netns", "exec", netns, "ip"] if netns else []) + list(args)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SSHServerError(f"{' '.join(command)} failed: {result.stderr.strip()}")
+
+
+@dataclass
+class NamespaceHost:
+    """One namespace host: its alias in the shared config, address and sshd."""
+
+    alias: str
+    address: str
+    netns: str
+    link: str  # root-namespace end of the veth pair; down = host unreachable
+    server: LocalSSHServer = field(repr=False)
+
+
+class NamespaceHosts:
+    """``count`` real hosts, each a namespace with its own address and sshd.
+
+    Attributes, valid once started: ``hosts`` (a list of :class:`NamespaceHost`),
+    ``config_path`` (an ssh client config naming every host by its alias, ``host0``
+    to ``host<N-1>`` unless a prefix is given), ``known_hosts_path``, ``key_path``.
+    """
+
+    def __init__(self, count: int = 3, *, prefix: str = "host"):
+        if not 1 <= count <= 200:
+            raise ValueError(f"count must be from 1 to 200, not {count}")
+        self.count = count
+        self.prefix = prefix
+        self.tag = f"{random.randrange(16 ** 4):04x}"
+        self.subnet = f"198.18.{random.randrange(256)}"
+        self.bridge = f"spbr{self.tag}"
+        self.hosts: List[NamespaceHost] = []
+        self.directory: Optional[str] = None
+        self._bridge_made = False
+
+    @property
+    def gateway(self) -> str:
+        """The bridge's address, as the hosts see the caller."""
+        return f"{self.subnet}.1"
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self._dir(), "ssh_config")
+
+    @property
+    def known_hosts_path(self) -> str:
+        return os.path.join(self._dir(), "known_hosts")
+
+    @property
+    def key_path(self) -> str:
+        return os.path.join(self._dir(), "id_ed25519")
+
+    def unused_address(self) -> str:
+        """An address on the hosts' subnet that no host answers on."""
+        return f"{self.subnet}.250"
+
+    def _dir(self) -> str:
+        if self.directory is None:
+            raise SSHServerError("the namespace hosts have not been started")
+        return self.directory
+
+    def start(self) -> "NamespaceHosts":
+        reason = netns_unavailable_reason()
+        if reason:
+            raise SSHServerError(reason)
+        self.directory = tempfile.mkdtemp(prefix="sshpipe-netns-")
+        try:
+            generate_key(self.key_path, comment="sshpipe-test-client")
+            _ip("link", "add", self.bridge, "type", "bridge")
+            self._bridge_made = True
+            _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+            _ip("link", "set", self.bridge, "up")
+            for index in range(self.count):
+                self.hosts.append(self._make_host(index))
+            self._write_client_files()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _make_host(self, index: int) -> NamespaceHost:
+        netns = f"sshpipe-{self.tag}-{index}"
+        link, peer = f"sp{self.tag}h{index}", f"sp{self.tag}p{index}"
+        address = f"{self.subnet}.{10 + index}"
+        _ip("netns", "add", netns)
+        _ip("link", "add", link, "type", "veth", "peer", "name", peer)
+        _ip("link", "set", peer, "netns", netns)
+        _ip("link", "set", link, "master", self.bridge)
+        _ip("link", "set", link, "up")
+        _ip("link", "set", "lo", "up", netns=netns)
+        _ip("addr", "add", f"{address}/24", "dev", peer, netns=netns)
+        _ip("link", "set", peer, "up", netns=netns)
+        directory = os.path.join(self._dir(), f"{self.prefix}{index}")
+        os.mkdir(directory, 0o700)
+        host = NamespaceHost(alias=f"{self.prefix}{index}", address=address, netns=netns,
+                             link=link, server=None)  # type: ignore[arg-type]
+        # Registered before sshd starts so that stop() removes the namespace even if
+        # sshd fails to come up.
+        self.hosts.append(host)
+        server = LocalSSHServer(host.alias, address=address, port=22, directory=directory,
+                                netns=netns, client_key_path=self.key_path)
+        server.start()
+        self.hosts.pop()
+        host.server = server
+        return host
+
+    def _write_client_files(self) -> None:
+        with open(self.known_hosts_path, "w", encoding="ascii") as known:
+            for host in self.hosts:
+                known.write(host.server.known_hosts_entry() + "\n")
+        with open(self.config_path, "w", encoding="utf-8") as config:
+            for host in self.hosts:
+                config.write(host.server.client_config().replace(
+                    host.server.known_hosts_path, self.known_hosts_path) + "\n")
+
+    # -- faults -----------------------------------------------------------
+    def link_down(self, index: int) -> None:
+        """Cut host ``index`` off: packets to it vanish, as with a dead peer."""
+        _ip("link", "set", self.hosts[index].link, "down")
+
+    def link_up(self, index: int) -> None:
+        _ip("link", "set", self.hosts[index].link, "up")
+
+    def stop(self) -> None:
+        """Stop every sshd and remove the namespaces, links and bridge."""
+        for host in self.hosts:
+            if host.server is not None:
+                host.server.stop()
+            subprocess.run(["ip", "netns", "del", host.netns], capture_output=True)
+            subprocess.run(["ip", "link", "del", host.link], capture_output=True)
+        self.hosts = []
+        if self._bridge_made:
+            subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+            self._bridge_made = False
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+
+    def __enter__(self) -> "NamespaceHosts":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def __len__(self) -> int:
+        return len(self.hosts)
+
+    def __getitem__(self, index: int) -> NamespaceHost:
+        return self.hosts[index]

@@ -1,0 +1,425 @@
+"""The remote agent: runs an SSHPipeHandler over the frame protocol.
+
+Stdlib only (dill is used when importable): this module is shipped to remote
+hosts as source.
+
+::
+
+    fd 0 (SSH stdin) --> reader thread --frames--> inbox (queue) --> main thread
+                         (EOF / heartbeat             |             atstart/handle/atexit
+                          watchdog)                   v
+    fd 1 (SSH stdout) <-- writer (lock, batching) <-- REPLY, ACK, ERROR, EXIT
+                       <--                        <-- LOG (logging handler, any thread)
+                       <--                        <-- STDOUT (capture thread reads fd 1 pipe)
+                       <--                        <-- PING (ticker thread when idle)
+
+Ownership: :func:`serve` takes fds 0 and 1 over for the protocol, then points fd 0
+at /dev/null and fd 1 at a pipe read by the capture thread, so nothing the handler
+or its children print can corrupt frames. The main thread alone calls the handler
+hooks; the writer is shared by all threads under its lock. Frames from the main
+thread are batched and flushed when the inbox is empty, so a burst of small
+messages costs few channel writes; the ticker thread flushes anything left longer
+than :data:`FLUSH_DELAY`.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import platform
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any, List, Optional
+
+from sshpipe import protocol
+from sshpipe.handler import (EXIT_ATEXIT, EXIT_ATSTART, EXIT_CALLER_LOST, EXIT_HANDLE, EXIT_OK,
+                             EXIT_PROTOCOL, SSHPipeHandler)
+from sshpipe.errors import ProtocolError
+from sshpipe.protocol import FrameKind
+
+__all__ = ["serve"]
+
+# Frames written outside the main loop (logs, captured stdout) wait at most this
+# long before the ticker flushes them: short enough for live logs, long enough to
+# batch a burst.
+FLUSH_DELAY = 0.02
+# Ack at the latest after this many handled messages, so a caller streaming
+# without pause still sees progress (and its send window reopens).
+ACK_EVERY = 256
+# A caller that asks to end gets this long for the handler to finish its current
+# message before the agent exits hard (the handler may be stuck).
+EXIT_GRACE = 5.0
+# Flush once this much is buffered, whatever else is pending.
+WRITE_BATCH = 256 * 1024
+
+_EOF = object()
+_LOST = object()
+
+
+class _Writer:
+    """The protocol output: one lock, a batch buffer, written with os.write."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._lock = threading.Lock()
+        self._chunks: List[bytes] = []
+        self._size = 0
+        self._oldest = 0.0
+        self.last_write = time.monotonic()
+        self.broken = False
+
+    def put(self, frame: bytes, flush: bool = False) -> None:
+        with self._lock:
+            if not self._chunks:
+                self._oldest = time.monotonic()
+            self._chunks.append(frame)
+            self._size += len(frame)
+            if flush or self._size >= WRITE_BATCH:
+                self._flush_locked()
+
+    def flush(self, older_than: float = 0.0) -> None:
+        with self._lock:
+            if self._chunks and time.monotonic() - self._oldest >= older_than:
+                self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks = []
+        self._size = 0
+        if self.broken:
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError:
+            self.broken = True  # the caller is gone; the reader will see EOF
+        self.last_write = time.monotonic()
+
+
+class _FrameLogHandler(logging.Handler):
+    """Sends every log record to the caller as a LOG frame."""
+
+    def __init__(self, writer: _Writer, handler_id: str):
+        super().__init__()
+        self._writer = writer
+        self._handler_id = handler_id
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            exc_text = record.exc_text
+            if record.exc_info and not exc_text:
+                exc_text = logging.Formatter().formatException(record.exc_info)
+            fields = {
+                "name": record.name, "levelno": record.levelno,
+                "levelname": record.levelname, "msg": message, "created": record.created,
+                "msecs": record.msecs, "pathname": record.pathname,
+                "filename": record.filename, "module": record.module,
+                "lineno": record.lineno, "funcName": record.funcName,
+                "process": record.process, "processName": record.processName,
+                "thread": record.thread, "threadName": record.threadName,
+                "exc_text": exc_text, "stack_info": record.stack_info,
+                "handler_id": self._handler_id,
+            }
+            self._writer.put(protocol.encode_json(FrameKind.LOG, fields))
+        except Exception:  # logging must never take the agent down
+            self.handleError(record)
+
+
+def _loads(payload: bytes) -> Any:
+    try:
+        import dill
+    except ImportError:
+        import pickle
+        return pickle.loads(payload)
+    return dill.loads(payload)
+
+
+def _dumps(obj: Any) -> bytes:
+    try:
+        import dill
+    except ImportError:
+        import pickle
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return dill.dumps(obj, protocol=dill.settings["protocol"])
+
+
+def _versions() -> dict:
+    try:
+        import dill
+        dill_version: Optional[str] = dill.__version__
+    except ImportError:
+        dill_version = None
+    return {"python": platform.python_version(), "dill": dill_version}
+
+
+class _Agent:
+    """One serving session: the state shared by the main loop and its threads."""
+
+    def __init__(self, handler: SSHPipeHandler, in_fd: int, out_fd: int):
+        self.handler = handler
+        self.in_fd = in_fd
+        self.writer = _Writer(out_fd)
+        self.inbox: "queue.Queue[Any]" = queue.Queue()
+        self.settings: dict = {}
+        self.heartbeat = 5.0
+        self.heartbeat_timeout = 30.0
+        self.last_input = time.monotonic()
+        self.stopping = threading.Event()
+        self.handled_seq = 0
+        self.acked_seq = 0
+        self.errors = 0
+        self.started = False
+
+    # -- output -----------------------------------------------------------
+    def reply(self, obj: Any) -> None:
+        self.writer.put(protocol.encode(FrameKind.REPLY, _dumps(obj)))
+
+    def _report_error(self, seq: int, where: str, exc: BaseException) -> None:
+        self.writer.put(protocol.encode_json(FrameKind.ERROR, {
+            "seq": seq, "where": where, "type": type(exc).__name__,
+            "message": str(exc), "traceback": traceback.format_exc(),
+        }))
+
+    def _ack(self) -> None:
+        if self.handled_seq != self.acked_seq:
+            self.acked_seq = self.handled_seq
+            self.writer.put(protocol.encode_seq(FrameKind.ACK, self.acked_seq))
+
+    # -- threads ----------------------------------------------------------
+    def read_loop(self, reader: protocol.FrameReader, rest: bytes) -> None:
+        """Reader thread: stdin frames into the inbox; EOF and silence end it."""
+        try:
+            for frame in reader.feed(rest):
+                self.inbox.put(frame)
+            while True:
+                data = os.read(self.in_fd, 1 << 20)
+                self.last_input = time.monotonic()
+                if not data:
+                    break
+                for frame in reader.feed(data):
+                    self.inbox.put(frame)
+        except Exception as exc:  # a bad frame: report it and stop reading
+            self.inbox.put(exc)
+            return
+        self.inbox.put(_EOF)
+        # The caller is gone; a handler stuck in handle() must not keep us alive.
+        self._exit_hard_after_grace(EXIT_OK)
+
+    def tick_loop(self) -> None:
+        """Ticker thread: flush late frames, send heartbeats, watch the caller."""
+        while not self.stopping.wait(FLUSH_DELAY):
+            now = time.monotonic()
+            self.writer.flush(older_than=FLUSH_DELAY)
+            if now - self.writer.last_write >= self.heartbeat:
+                self.writer.put(protocol.encode(FrameKind.PING), flush=True)
+            if now - self.last_input > self.heartbeat_timeout:
+                self.inbox.put(_LOST)
+                self._exit_hard_after_grace(EXIT_CALLER_LOST)
+                return
+
+    def capture_loop(self, fd: int) -> None:
+        """Capture thread: what the handler prints becomes STDOUT frames."""
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.writer.put(protocol.encode(FrameKind.STDOUT, data))
+
+    def _exit_hard_after_grace(self, code: int) -> None:
+        """If the main thread cannot end in time (a stuck handler), end anyway."""
+        if self.stopping.wait(EXIT_GRACE):
+            return
+        self.writer.put(protocol.encode_json(FrameKind.EXIT, {
+            "exitcode": code, "reason": "the handler did not return in time"}), flush=True)
+        _kill_children()
+        os._exit(code)
+
+    # -- main loop --------------------------------------------------------
+    def run(self) -> "tuple[int, str]":
+        """Call the handler hooks on each message; return (exit status, reason)."""
+        handler = self.handler
+        last: Any = None
+        code, reason = EXIT_OK, "closed by the caller"
+        while True:
+            if self.inbox.empty():
+                self._ack()
+                self.writer.flush()
+            item = self.inbox.get()
+            if item is _EOF:
+                break
+            if item is _LOST:
+                code, reason = EXIT_CALLER_LOST, "no heartbeat from the caller"
+                break
+            if isinstance(item, Exception):
+                code, reason = EXIT_PROTOCOL, f"bad input from the caller: {item}"
+                break
+            if item.kind == FrameKind.PING:
+                continue
+            if item.kind != FrameKind.DATA:
+                code, reason = EXIT_PROTOCOL, f"unexpected {item.kind.name} frame #{item.number}"
+                break
+            seq, payload = protocol.split_seq(item.payload)
+            try:
+                received = _loads(payload)
+            except Exception as exc:
+                self._report_error(seq, "loads", exc)
+                self.handled_seq = seq
+                if self._over_tolerance():
+                    code, reason = EXIT_HANDLE, f"message {seq} could not be read: {exc!r}"
+                    break
+                continue
+            if not self.started:
+                self.started = True
+                try:
+                    handler.atstart(received)
+                except Exception as exc:
+                    self._report_error(seq, "atstart", exc)
+                    code, reason = EXIT_ATSTART, f"atstart failed: {exc!r}"
+                    last = received
+                    break
+            if handler.is_term_message(received):
+                self.handled_seq = seq
+                last = received
+                reason = f"term message {received!r}"
+                break
+            try:
+                handler.handle(received)
+            except Exception as exc:
+                self._report_error(seq, "handle", exc)
+                if self._over_tolerance():
+                    self.handled_seq = seq
+                    code, reason = EXIT_HANDLE, f"handle failed on message {seq}: {exc!r}"
+                    break
+            self.handled_seq = seq
+            if seq - self.acked_seq >= ACK_EVERY:
+                self._ack()
+        if code != EXIT_CALLER_LOST or self.started:
+            try:
+                handler.atexit(last)
+            except Exception as exc:
+                self._report_error(self.handled_seq, "atexit", exc)
+                if code == EXIT_OK:
+                    code, reason = EXIT_ATEXIT, f"atexit failed: {exc!r}"
+        self._ack()
+        return code, reason
+
+    def _over_tolerance(self) -> bool:
+        self.errors += 1
+        tolerance = self.handler.tolerance
+        return tolerance != -1 and self.errors > tolerance
+
+
+def _read_start(in_fd: int, max_frame: int) -> "tuple[dict, bytes]":
+    """Block until the caller's START frame; return its settings and the bytes after it."""
+    pending = b""
+    while True:
+        data = os.read(in_fd, 65536)
+        if not data:
+            raise EOFError("the caller closed the pipe before sending START")
+        pending += data
+        frames = protocol.FrameReader(max_frame).feed(pending)
+        if not frames:
+            continue
+        first = frames[0]
+        if first.kind != FrameKind.START:
+            raise ProtocolError(f"expected START, got {first.kind.name} first")
+        return protocol.decode_json(first), pending[5 + len(first.payload):]
+
+
+def _kill_children() -> None:
+    """End every process this agent started: they must not outlive the pipe."""
+    if os.getpgrp() != os.getpid():
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        os.killpg(os.getpid(), signal.SIGTERM)
+    except OSError:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _take_over_stdio() -> "tuple[int, int, int]":
+    """Move the protocol off fds 0/1; return (in_fd, out_fd, capture_read_fd)."""
+    sys.stdout.flush()
+    in_fd = os.dup(0)
+    out_fd = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    capture_read, capture_write = os.pipe()
+    os.dup2(capture_write, 1)
+    os.close(capture_write)
+    sys.stdin = open(os.devnull, encoding="utf-8")
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
+                                  errors="backslashreplace", line_buffering=True,
+                                  write_through=True)
+    return in_fd, out_fd, capture_read
+
+
+def serve(handler: SSHPipeHandler) -> int:
+    """Serve ``handler`` over this process's stdin/stdout; return the exit status."""
+    in_fd, out_fd, capture_fd = _take_over_stdio()
+    agent = _Agent(handler, in_fd, out_fd)
+    hello = {"protocol": protocol.PROTOCOL_VERSION, "pid": os.getpid(),
+             "host": socket.gethostname(), "handler": type(handler).__name__,
+             "handler_id": handler.handler_id}
+    hello.update(_versions())
+    # The marker and hello go out before START is read: the caller sends START
+    # without waiting, so start-up costs one round trip, not two.
+    agent.writer.put(protocol.SYNC + protocol.encode_json(FrameKind.HELLO, hello), flush=True)
+    try:
+        settings, rest = _read_start(in_fd, protocol.DEFAULT_MAX_FRAME)
+    except (EOFError, ProtocolError, OSError) as exc:
+        sys.stderr.write(f"sshpipe agent: {exc}\n")
+        return EXIT_PROTOCOL
+    agent.settings = settings
+    agent.heartbeat = float(settings.get("heartbeat", agent.heartbeat))
+    agent.heartbeat_timeout = float(settings.get("heartbeat_timeout", agent.heartbeat_timeout))
+    reader = protocol.FrameReader(int(settings.get("max_frame", protocol.DEFAULT_MAX_FRAME)))
+    extra_terms = settings.get("term_messages") or []
+    handler.term_messages = handler.term_messages | frozenset(extra_terms)
+    handler._agent = agent
+
+    log_handler = _FrameLogHandler(agent.writer, handler.handler_id)
+    root = logging.getLogger()
+    root.addHandler(log_handler)
+    root.setLevel(int(settings.get("log_level", logging.DEBUG)))
+
+    threads = [
+        threading.Thread(target=agent.read_loop, args=(reader, rest), name="sshpipe-reader",
+                         daemon=True),
+        threading.Thread(target=agent.tick_loop, name="sshpipe-ticker", daemon=True),
+        threading.Thread(target=agent.capture_loop, args=(capture_fd,), name="sshpipe-capture",
+                         daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        code, reason = agent.run()
+    finally:
+        handler._agent = None
+        root.removeHandler(log_handler)
+        sys.stdout.flush()
+        # Pointing fd 1 elsewhere closes the capture pipe's last write end (unless a
+        # child holds it), so the capture thread drains what is left and stops.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        threads[2].join(timeout=1.0)
+    agent.writer.put(protocol.encode_json(FrameKind.EXIT, {"exitcode": code, "reason": reason}),
+                     flush=True)
+    agent.stopping.set()
+    _kill_children()
+    return code

@@ -1,0 +1,841 @@
+"""SSHPipe: a remote agent that looks like a local ``multiprocessing.Process``.
+
+::
+
+     caller process                          SSHPipe child process            remote host
+    +----------------------+  requests  +--------------------------+  SSH  +---------------+
+    | send(): dill.dumps,  | =========> | writer thread: batch      | ====> | agent         |
+    |  DATA frame, credit  |  (mp conn) |  frames, channel.sendall, |       | (agent.py)    |
+    | recv()/response()    |            |  PING when idle           |       | SSHPipeHandler|
+    |                      |   events   | main thread: channel.recv,| <==== |               |
+    | events thread:       | <========= |  frames -> caller, watch  |       |               |
+    |  replies, acks, logs |  (mp conn) |  heartbeats               |       |               |
+    +----------------------+            | stderr thread             |       +---------------+
+                                        +--------------------------+
+
+Actors:
+
+- The **caller** serializes each object once (dill) into a DATA frame carrying a
+  sequence number and writes it to the request connection. A credit window
+  (``queue_bound`` messages not yet acknowledged) makes a fast producer block
+  instead of growing memory. The caller's *events thread* reads the event
+  connection: replies go to ``recv()``, acknowledgements open the window, log
+  records are re-emitted into the caller's logger, and the final DONE (or BROKEN)
+  settles ``response()`` and calls ``callback`` once.
+- The **child** owns the SSH connection (paramiko). It never unpickles payloads:
+  it forwards request frames to the channel and agent frames to the caller.
+- The **agent** runs the handler; see :mod:`sshpipe.agent`.
+
+Ownership: the request connection is written only by the caller (under
+``_send_lock``) and read only by the child's writer thread; the event connection
+is written only by the child (under its own lock) and read only by the caller's
+events thread. Each end not used by a process is closed in that process.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import multiprocessing
+import os
+import pickle
+import select
+import shlex
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+
+import dill
+
+from sshpipe import protocol
+from sshpipe.errors import (AgentStartError, ConnectError, ConnectTimeout, HandshakeError,
+                            PipeBroken, PipeClosed, ProtocolError, RemoteError, SSHPipeError)
+from sshpipe.handler import SSHPipeHandler
+from sshpipe.protocol import FrameKind
+
+__all__ = ["PipeState", "Response", "SSHPipe"]
+
+logger = logging.getLogger(__name__)
+
+# How long start() waits for the agent's hello after the SSH session opened.
+READY_TIMEOUT = 60.0
+# Messages sent but not yet acknowledged before send() blocks. Large enough to keep
+# the channel busy with small messages; the agent acks at least every 256.
+QUEUE_BOUND = 1024
+# Seconds between heartbeats when ServerAliveInterval is not set; a peer is taken
+# for dead after ServerAliveCountMax heartbeats without a word.
+DEFAULT_HEARTBEAT = 10.0
+# Frames forwarded to the channel in one write when the caller sends faster than
+# the channel drains.
+_BATCH_BYTES = 256 * 1024
+# How much of the remote's stderr the child keeps to explain a failed start.
+_STDERR_KEPT = 64 * 1024
+# How long close() gives the child to end after the channel closed.
+_CHILD_EXIT_TIMEOUT = 10.0
+_CLOSE_KIND = bytes([FrameKind.CLOSE])
+
+
+class PipeState(enum.Enum):
+    """Life cycle of an SSHPipe, as seen from the caller."""
+
+    NEW = "new"            # constructed, start() not called
+    STARTING = "starting"  # child started, waiting for the agent's hello
+    RUNNING = "running"    # hello received; send()/recv() work
+    CLOSING = "closing"    # close() sent the term message, waiting for the end
+    CLOSED = "closed"      # the agent ended; response() is final
+    BROKEN = "broken"      # connection, child or agent failed; response() raises
+
+
+class Response(tuple):
+    """``(exitcode, stdout, stderr)``, as the seed returned, plus the accounting.
+
+    Attributes:
+        exitcode: the agent's exit status (see :mod:`sshpipe.handler`).
+        stdout: what the handler printed, decoded with the pipe's encoding.
+        stderr: what the remote wrote to stderr.
+        unhandled: sequence numbers of messages sent but never handled.
+        errors: :class:`~sshpipe.errors.RemoteError` for each message whose
+            handling raised (tolerated or not), in order.
+        reason: why the agent ended, in words.
+    """
+
+    def __new__(cls, exitcode: Optional[int], stdout: str, stderr: str, *,
+                unhandled: Sequence[int] = (), errors: Sequence[RemoteError] = (),
+                reason: str = "") -> "Response":
+        self = super().__new__(cls, (exitcode, stdout, stderr))
+        self.unhandled = tuple(unhandled)
+        self.errors = tuple(errors)
+        self.reason = reason
+        return self
+
+    exitcode = property(lambda self: self[0])
+    stdout = property(lambda self: self[1])
+    stderr = property(lambda self: self[2])
+
+    def __reduce__(self):
+        return (_make_response, (tuple(self), self.unhandled, self.errors, self.reason))
+
+    def __repr__(self) -> str:
+        extra = f", unhandled={list(self.unhandled)}" if self.unhandled else ""
+        if self.errors:
+            extra += f", errors={len(self.errors)}"
+        return f"Response(exitcode={self[0]!r}, stdout={self[1]!r}, stderr={self[2]!r}{extra})"
+
+
+def _make_response(values, unhandled, errors, reason) -> Response:
+    return Response(*values, unhandled=unhandled, errors=errors, reason=reason)
+
+
+def _remote_command(command: str, python: str, cwd: Optional[str],
+                    env: Optional[Dict[str, str]]) -> str:
+    """The shell command the remote runs. Every piece that comes from arguments is
+    quoted; ``exec`` replaces the shell so the agent is the session's process."""
+    words = shlex.split(command)
+    if not words:
+        raise ValueError("command is empty")
+    argv = [python, "-u"] + words if words[0].endswith(".py") else words
+    prefix = ["env"] + [f"{key}={value}" for key, value in (env or {}).items()] if env else []
+    line = "exec " + " ".join(shlex.quote(word) for word in prefix + argv)
+    if cwd:
+        line = f"cd {shlex.quote(cwd)} && {line}"
+    return line
+
+
+class SSHPipe(multiprocessing.Process):
+    """A remote agent over SSH, driven like a ``multiprocessing.Process``.
+
+    Args:
+        host: an address, a host name or an alias in the ssh config.
+        command: the remote command that runs the agent; a command whose first word
+            ends in ``.py`` runs under the remote ``python``.
+        name: the pipe's name (logs, ``repr``); defaults to Process's.
+        user: login user, overriding the config.
+        term_message: the message ``close()`` sends to end the agent; the agent
+            also accepts it as a term message.
+        config: the OpenSSH client config file (default ``~/.ssh/config``).
+        encoding: decodes the remote's stdout and stderr in ``response()``.
+        callback: ``callback(exitcode, stdout, stderr)``, called exactly once in
+            the caller's process, from the pipe's events thread, when the agent
+            ends or the pipe breaks.
+        logger: where the agent's log records go; default
+            ``logging.getLogger("sshpipe.remote.<host>")``.
+        port, identity_file, connect_timeout: override the config's Port,
+            IdentityFile (tried first) and ConnectTimeout.
+        python: the remote interpreter for ``.py`` commands (default ``python3``).
+        cwd, env: working directory and extra environment of the remote command.
+        ready_timeout: seconds ``start()`` waits for the agent's hello.
+        queue_bound: messages in flight before ``send()`` blocks.
+        heartbeat: seconds between heartbeats (default: ServerAliveInterval, else
+            10); the peer is declared dead after ServerAliveCountMax silent beats.
+        max_frame: largest message accepted from either side, in bytes.
+    """
+
+    def __init__(self, host: str, command: Optional[str] = None, name: Optional[str] = None,
+                 user: Optional[str] = None, term_message: str = "TERM",
+                 config: Optional[str] = None, encoding: str = "utf8",
+                 callback: Optional[Callable[[Optional[int], str, str], Any]] = None,
+                 logger: Optional[logging.Logger] = None, *, port: Optional[int] = None,
+                 identity_file: Optional[str] = None, connect_timeout: Optional[float] = None,
+                 python: str = "python3", cwd: Optional[str] = None,
+                 env: Optional[Dict[str, str]] = None, ready_timeout: float = READY_TIMEOUT,
+                 queue_bound: int = QUEUE_BOUND, heartbeat: Optional[float] = None,
+                 max_frame: int = protocol.DEFAULT_MAX_FRAME):
+        super().__init__(name=name, daemon=True)
+        if not command:
+            raise ValueError("SSHPipe needs the remote command that runs the agent")
+        if queue_bound < 1:
+            raise ValueError(f"queue_bound must be at least 1, not {queue_bound}")
+        self.host = host
+        self.command = command
+        self.user = user
+        self.term_message = term_message
+        self.config = config
+        self.encoding = encoding
+        self.callback = callback
+        self.logger = logger or logging.getLogger(f"sshpipe.remote.{host}")
+        self.ready_timeout = ready_timeout
+        self.queue_bound = queue_bound
+        self._connect_options = {"port": port, "identity_file": identity_file,
+                                 "connect_timeout": connect_timeout}
+        self._remote_line = _remote_command(command, python, cwd, env)
+        self._heartbeat = heartbeat
+        self._max_frame = max_frame
+        # Connections: requests caller -> child, events child -> caller.
+        self._request_reader, self._request_writer = multiprocessing.Pipe(duplex=False)
+        self._event_reader, self._event_writer = multiprocessing.Pipe(duplex=False)
+        self._init_caller_state()
+
+    # Attributes that exist only in the caller's process and never travel to the
+    # child under spawn/forkserver (locks, threads, user callbacks).
+    _CALLER_ONLY = ("_cond", "_send_lock", "_events_thread", "_replies", "callback", "logger",
+                    "_state", "_hello", "_sent_seq", "_acked_seq", "_errors", "_stdout",
+                    "_stderr", "_done", "_broken_error", "_term_sent", "_callback_called",
+                    "_request_writer", "_event_reader")
+
+    def _init_caller_state(self) -> None:
+        self._cond = threading.Condition()
+        self._send_lock = threading.Lock()
+        self._events_thread: Optional[threading.Thread] = None
+        self._replies: Deque[bytes] = deque()
+        self._state = PipeState.NEW
+        self._hello: Dict[str, Any] = {}
+        self._sent_seq = 0
+        self._acked_seq = 0
+        self._errors: List[RemoteError] = []
+        self._stdout = bytearray()
+        self._stderr = bytearray()
+        self._done: Optional[Dict[str, Any]] = None
+        self._broken_error: Optional[BaseException] = None
+        self._term_sent = False
+        self._callback_called = False
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = self.__dict__.copy()
+        for name in self._CALLER_ONLY:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    # -- introspection ----------------------------------------------------
+    @property
+    def state(self) -> PipeState:
+        return self._state
+
+    @property
+    def remote_info(self) -> Dict[str, Any]:
+        """The agent's hello: protocol, pid, host, handler, python, dill."""
+        return dict(self._hello)
+
+    @property
+    def pending(self) -> int:
+        """Messages sent but not yet acknowledged as handled."""
+        with self._cond:
+            return self._sent_seq - self._acked_seq
+
+    def __repr__(self) -> str:
+        return f"<SSHPipe {self.name} host={self.host} {self._state.value}>"
+
+    # -- life cycle -------------------------------------------------------
+    def start(self) -> None:
+        """Start the child, connect, and return once the agent said hello.
+
+        Allowed in state NEW only.
+
+        Raises:
+            ConnectError: (and subclasses HostKeyError, AuthenticationError,
+                ConnectTimeout) when no SSH session could be had.
+            AgentStartError: the remote command ended before the agent's hello;
+                carries its exit status and stderr.
+            HandshakeError: something answered, but not an sshpipe agent.
+        """
+        with self._cond:
+            if self._state is not PipeState.NEW:
+                raise PipeClosed(f"{self!r}: start() works once, on a new pipe")
+            self._state = PipeState.STARTING
+        super().start()
+        # The child owns these ends now; holding them here would hide its death.
+        self._request_reader.close()
+        self._event_writer.close()
+        self._events_thread = threading.Thread(target=self._events_loop,
+                                               name=f"sshpipe-events-{self.name}", daemon=True)
+        self._events_thread.start()
+        deadline = time.monotonic() + self.ready_timeout + (
+            self._connect_options["connect_timeout"] or 30.0)
+        with self._cond:
+            while self._state is PipeState.STARTING:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            state, error = self._state, self._broken_error
+        if state is PipeState.RUNNING:
+            return
+        if state is PipeState.STARTING:
+            self._abort()
+            raise AgentStartError(f"{self.host}: no hello from the agent within "
+                                  f"{self.ready_timeout:g} s", self.host)
+        self.join(_CHILD_EXIT_TIMEOUT)
+        if isinstance(error, SSHPipeError):
+            raise error
+        raise AgentStartError(f"{self.host}: the agent ended before saying hello", self.host,
+                              self._done.get("exitcode") if self._done else None,
+                              self._decode(self._stderr))
+
+    def _abort(self) -> None:
+        """End the child at once (it closes the channel as it dies)."""
+        if self.is_alive():
+            self.terminate()
+        self.join(_CHILD_EXIT_TIMEOUT)
+
+    def send(self, obj: Any, timeout: Optional[float] = None) -> int:
+        """Send ``obj`` to the handler; return its sequence number.
+
+        The object is serialized here, in the caller, so an object dill cannot
+        serialize raises right away. Blocks while ``queue_bound`` messages are
+        unacknowledged. Allowed in state RUNNING.
+
+        Raises:
+            PipeClosed: the pipe was closed (or the agent ended) before this call.
+            PipeBroken: the pipe failed.
+            TimeoutError: no room in the window within ``timeout`` seconds.
+        """
+        payload = dill.dumps(obj)
+        if isinstance(obj, str) and (obj == self.term_message
+                                     or obj in SSHPipeHandler.TERM_MESSAGES):
+            self._term_sent = True
+        return self.send_bytes(payload, timeout=timeout)
+
+    def send_bytes(self, payload: bytes, timeout: Optional[float] = None) -> int:
+        """Send an already serialized object (``dill.dumps``/``pickle.dumps``
+        output): the handler receives the object. Serialize once, send to many."""
+        payload = bytes(payload)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._send_lock:
+            with self._cond:
+                while True:
+                    self._raise_unless_running()
+                    if self._sent_seq - self._acked_seq < self.queue_bound:
+                        break
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError(f"{self.host}: {self.pending} messages unhandled; "
+                                           f"no room to send within {timeout:g} s")
+                    self._cond.wait(remaining)
+                self._sent_seq += 1
+                seq = self._sent_seq
+            try:
+                self._request_writer.send_bytes(protocol.encode_data(seq, payload))
+            except OSError as exc:
+                raise PipeBroken(f"{self.host}: the pipe's child process is gone "
+                                 f"(message {seq} not sent)") from exc
+        return seq
+
+    def _raise_unless_running(self) -> None:
+        state = self._state
+        if state is PipeState.RUNNING:
+            return
+        if state is PipeState.BROKEN:
+            raise PipeBroken(f"{self.host}: the pipe is broken") from self._broken_error
+        if state in (PipeState.NEW, PipeState.STARTING):
+            raise PipeClosed(f"{self.host}: the pipe is not started")
+        raise PipeClosed(f"{self.host}: the pipe is {state.value}")
+
+    def recv(self, timeout: Optional[float] = None) -> Any:
+        """Return the next object the handler sent with ``reply()``.
+
+        Raises:
+            TimeoutError: nothing arrived within ``timeout`` seconds.
+            EOFError: the agent ended and every reply has been received.
+            PipeBroken: the pipe failed and every reply has been received.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._replies:
+                if self._state is PipeState.BROKEN:
+                    raise PipeBroken(f"{self.host}: the pipe is broken") from self._broken_error
+                if self._state is PipeState.CLOSED or self._state is PipeState.NEW:
+                    raise EOFError(f"{self.host}: the agent has ended; no more replies")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"{self.host}: no reply within {timeout:g} s")
+                self._cond.wait(remaining)
+            payload = self._replies.popleft()
+        return dill.loads(payload)
+
+    def poll(self, timeout: Optional[float] = 0.0) -> bool:
+        """True when ``recv()`` would return at once."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._replies and self._state in (PipeState.RUNNING, PipeState.CLOSING):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return bool(self._replies)
+
+    def flush(self, timeout: Optional[float] = None) -> None:
+        """Wait until every message sent so far has been handled.
+
+        Raises:
+            TimeoutError: not all handled within ``timeout``.
+            PipeBroken: the pipe failed first.
+            PipeClosed: the agent ended with messages unhandled.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            target = self._sent_seq
+            while self._acked_seq < target:
+                if self._state is PipeState.BROKEN:
+                    raise PipeBroken(f"{self.host}: the pipe broke with "
+                                     f"{target - self._acked_seq} messages unhandled") \
+                        from self._broken_error
+                if self._state is PipeState.CLOSED:
+                    raise PipeClosed(f"{self.host}: the agent ended with "
+                                     f"{target - self._acked_seq} messages unhandled")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"{self.host}: {target - self._acked_seq} messages "
+                                       f"still unhandled after {timeout:g} s")
+                self._cond.wait(remaining)
+
+    def response(self, timeout: Optional[float] = None) -> Response:
+        """Wait for the agent to end and return ``(exitcode, stdout, stderr)``
+        (a :class:`Response`, which also lists unhandled messages and errors).
+
+        Raises:
+            TimeoutError: the agent did not end within ``timeout``.
+            PipeBroken: the pipe failed, so the agent's end is not known.
+            PipeClosed: the pipe was never started.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            if self._state is PipeState.NEW:
+                raise PipeClosed(f"{self.host}: the pipe was never started")
+            while self._state not in (PipeState.CLOSED, PipeState.BROKEN):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"{self.host}: the agent did not end within {timeout:g} s")
+                self._cond.wait(remaining)
+            if self._state is PipeState.BROKEN:
+                unhandled = list(range(self._acked_seq + 1, self._sent_seq + 1))
+                raise PipeBroken(f"{self.host}: the pipe broke; unhandled messages: "
+                                 f"{unhandled or 'none'}") from self._broken_error
+            return self._response_locked()
+
+    def _response_locked(self) -> Response:
+        done = self._done or {}
+        return Response(done.get("exitcode"), self._decode(self._stdout),
+                        self._decode(self._stderr),
+                        unhandled=range(self._acked_seq + 1, self._sent_seq + 1),
+                        errors=self._errors, reason=done.get("reason", ""))
+
+    def close(self, msg: Any = None, timeout: Optional[float] = None) -> Response:
+        """Send the term message (``msg`` or the pipe's own) unless one was sent,
+        wait for the agent to end, and return :meth:`response`.
+
+        If the agent has not ended within ``timeout`` the channel is closed (the
+        agent then exits, its children with it) and the child process ended.
+        Allowed in any state; on a NEW pipe it only marks it closed.
+        """
+        with self._cond:
+            state = self._state
+            if state is PipeState.NEW:
+                self._state = PipeState.CLOSED
+                self._done = {"exitcode": None, "reason": "never started"}
+                return self._response_locked()
+        if state is PipeState.RUNNING and (msg is not None or not self._term_sent):
+            try:
+                self.send(msg if msg is not None else self.term_message, timeout=timeout)
+            except (PipeClosed, PipeBroken, TimeoutError):
+                pass
+        with self._cond:
+            if self._state is PipeState.RUNNING:
+                self._state = PipeState.CLOSING
+        try:
+            return self.response(timeout=timeout)
+        except TimeoutError:
+            self._request_close()
+            try:
+                return self.response(timeout=_CHILD_EXIT_TIMEOUT)
+            except TimeoutError:
+                self._abort()
+                return self.response(timeout=_CHILD_EXIT_TIMEOUT)
+        finally:
+            self.join(_CHILD_EXIT_TIMEOUT)
+            if self.is_alive():
+                self._abort()
+
+    def _request_close(self) -> None:
+        try:
+            with self._send_lock:
+                self._request_writer.send_bytes(protocol.encode(FrameKind.CLOSE))
+        except OSError:
+            pass
+
+    def terminate(self) -> None:
+        """End the child process (SIGTERM); its SSH connection closes, so the agent
+        sees end of input and exits, taking its children with it."""
+        super().terminate()
+
+    def kill(self) -> None:
+        """Like :meth:`terminate`, with SIGKILL."""
+        super().kill()
+
+    def __enter__(self) -> "SSHPipe":
+        if self._state is PipeState.NEW:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # -- caller: events thread --------------------------------------------
+    def _decode(self, data: bytes) -> str:
+        return bytes(data).decode(self.encoding, errors="replace")
+
+    def _events_loop(self) -> None:
+        """Read the child's events until it is gone; settle the pipe's end."""
+        reader = protocol.FrameReader(self._max_frame + 64)
+        connection = self._event_reader
+        try:
+            while True:
+                try:
+                    data = connection.recv_bytes()
+                except (EOFError, OSError):
+                    break
+                for frame in reader.feed(data):
+                    if self._on_event(frame):
+                        return
+        finally:
+            connection.close()
+            self._request_writer.close()
+            self._settle_if_open()
+
+    def _settle_if_open(self) -> None:
+        """The child died without saying DONE: the pipe is broken."""
+        with self._cond:
+            if self._state in (PipeState.CLOSED, PipeState.BROKEN):
+                return
+        self.join(_CHILD_EXIT_TIMEOUT)
+        error = PipeBroken(f"{self.host}: the pipe's child process ended unexpectedly "
+                           f"(exit code {self.exitcode})")
+        self._finish(PipeState.BROKEN, {"exitcode": None, "reason": str(error)}, error)
+
+    def _on_event(self, frame: protocol.Frame) -> bool:
+        """Dispatch one event; True once the pipe's end is settled."""
+        kind = frame.kind
+        if kind == FrameKind.REPLY:
+            with self._cond:
+                self._replies.append(frame.payload)
+                self._cond.notify_all()
+        elif kind == FrameKind.ACK:
+            seq, _ = protocol.split_seq(frame.payload)
+            with self._cond:
+                self._acked_seq = max(self._acked_seq, seq)
+                self._cond.notify_all()
+        elif kind == FrameKind.LOG:
+            self._emit_log(protocol.decode_json(frame))
+        elif kind == FrameKind.STDOUT:
+            self._stdout += frame.payload
+            self._emit_stdout(frame.payload)
+        elif kind == FrameKind.STDERR:
+            self._stderr += frame.payload
+        elif kind == FrameKind.ERROR:
+            self._record_error(protocol.decode_json(frame))
+        elif kind == FrameKind.HELLO:
+            with self._cond:
+                self._hello = protocol.decode_json(frame)
+                if self._state is PipeState.STARTING:
+                    self._state = PipeState.RUNNING
+                self._cond.notify_all()
+        elif kind == FrameKind.EXIT:
+            pass  # the child reports the final status in DONE
+        elif kind == FrameKind.DONE:
+            self._finish(PipeState.CLOSED, protocol.decode_json(frame), None)
+            return True
+        elif kind == FrameKind.BROKEN:
+            error = pickle.loads(frame.payload)
+            self._finish(PipeState.BROKEN, {"exitcode": None, "reason": str(error)}, error)
+            return True
+        return False
+
+    def _finish(self, state: PipeState, done: Dict[str, Any],
+                error: Optional[BaseException]) -> None:
+        with self._cond:
+            if self._state in (PipeState.CLOSED, PipeState.BROKEN):
+                return
+            self._state = state
+            self._done = done
+            self._broken_error = error
+            self._cond.notify_all()
+            call = not self._callback_called
+            self._callback_called = True
+        if error is not None:
+            logger.debug("%r broke: %s", self, error)
+        if call and self.callback is not None:
+            try:
+                self.callback(done.get("exitcode"), self._decode(self._stdout),
+                              self._decode(self._stderr))
+            except Exception:
+                logger.exception("%r: the pipe's callback raised", self)
+
+    def _emit_log(self, fields: Dict[str, Any]) -> None:
+        levelno = int(fields.get("levelno", logging.INFO))
+        if not self.logger.isEnabledFor(levelno):
+            return
+        record = logging.makeLogRecord(fields)
+        record.remote_name = fields.get("name")
+        record.name = self.logger.name
+        record.host = self.host
+        record.pipe = self.name
+        self.logger.handle(record)
+
+    def _emit_stdout(self, data: bytes) -> None:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        for line in self._decode(data).splitlines():
+            record = self.logger.makeRecord(self.logger.name, logging.INFO, "(remote)", 0,
+                                            "stdout: %s", (line,), None,
+                                            extra={"host": self.host, "pipe": self.name})
+            self.logger.handle(record)
+
+    def _record_error(self, info: Dict[str, Any]) -> None:
+        seq = info.get("seq")
+        error = RemoteError(f"{self.host}: message {seq}: {info.get('where')} raised "
+                            f"{info.get('type')}: {info.get('message')}", self.host,
+                            remote_traceback=info.get("traceback", ""))
+        error.seq = seq
+        with self._cond:
+            self._errors.append(error)
+        self.logger.error("%s", error, extra={"host": self.host, "pipe": self.name})
+
+    # -- child process ----------------------------------------------------
+    def run(self) -> None:
+        """The child: own the SSH connection and pump frames both ways."""
+        # Under fork the caller's ends are copies here; close them so the child sees
+        # EOF when the caller goes away (and the caller when the child does).
+        for end in ("_request_writer", "_event_reader"):
+            connection = self.__dict__.get(end)
+            if connection is not None:
+                connection.close()
+        session = _ChildSession(self)
+        raise SystemExit(session.run())
+
+
+class _ChildSession:
+    """Everything the SSHPipe child does, with state it alone owns."""
+
+    def __init__(self, pipe: SSHPipe):
+        self.pipe = pipe
+        self.requests = pipe._request_reader
+        self.events = pipe._event_writer
+        self.events_lock = threading.Lock()
+        self.transport = None
+        self.channel = None
+        self.last_heard = time.monotonic()
+        self.closing = threading.Event()
+        self.exit_info: Optional[Dict[str, Any]] = None
+        self.stderr = bytearray()  # kept to explain a failed start
+        self.heartbeat = DEFAULT_HEARTBEAT
+        self.dead_after = DEFAULT_HEARTBEAT * 3
+
+    def emit(self, data: bytes) -> None:
+        with self.events_lock:
+            self.events.send_bytes(data)
+
+    def broken(self, error: BaseException) -> int:
+        try:
+            self.emit(protocol.encode(FrameKind.BROKEN, pickle.dumps(error)))
+        except (OSError, pickle.PicklingError, TypeError):
+            pass
+        return 255
+
+    def run(self) -> int:
+        from sshpipe.transport import connect, settings_for
+
+        pipe = self.pipe
+        try:
+            settings = settings_for(pipe.host, pipe.config, user=pipe.user,
+                                    **pipe._connect_options)
+            self.transport = connect(settings)
+            self.heartbeat = (pipe._heartbeat or settings.server_alive_interval
+                              or DEFAULT_HEARTBEAT)
+            self.dead_after = self.heartbeat * max(settings.server_alive_count_max, 1)
+            self.channel = self.transport.open_session(timeout=settings.connect_timeout or 30)
+            self.channel.exec_command(pipe._remote_line)
+            # START goes out before the hello arrives: one round trip saved.
+            self.channel.sendall(protocol.encode_json(FrameKind.START, {
+                "heartbeat": self.heartbeat, "heartbeat_timeout": self.dead_after,
+                "term_messages": [pipe.term_message], "max_frame": pipe._max_frame,
+                "log_level": pipe.logger.getEffectiveLevel(), "host": pipe.host,
+                "pipe": pipe.name,
+            }))
+        except SSHPipeError as exc:
+            return self._close_with(self.broken(exc))
+        except Exception as exc:  # paramiko failures after connect
+            return self._close_with(self.broken(ConnectError(
+                f"{pipe.host}: could not start the remote command: {exc!r}", pipe.host)))
+        stderr_thread = threading.Thread(target=self._stderr_loop, daemon=True)
+        stderr_thread.start()
+        try:
+            code = self._read_agent(stderr_thread)
+        except SSHPipeError as exc:
+            code = self.broken(exc)
+        return self._close_with(code)
+
+    def _close_with(self, code: int) -> int:
+        self.closing.set()
+        if self.transport is not None:
+            self.transport.close()
+        try:
+            self.events.close()
+        except OSError:
+            pass
+        return code
+
+    def _stderr_loop(self) -> None:
+        channel = self.channel
+        while True:
+            try:
+                data = channel.recv_stderr(65536)
+            except (OSError, EOFError):
+                return
+            if not data:
+                return
+            if len(self.stderr) < _STDERR_KEPT:
+                self.stderr += data
+            try:
+                self.emit(protocol.encode(FrameKind.STDERR, data))
+            except OSError:
+                return
+
+    def _wait_remote_exit(self, stderr_thread: threading.Thread) -> "tuple[int, str]":
+        channel = self.channel
+        deadline = time.monotonic() + 5.0
+        while not channel.exit_status_ready() and time.monotonic() < deadline:
+            if channel.closed or not self.transport.is_active():
+                break
+            time.sleep(0.005)
+        stderr_thread.join(timeout=2.0)
+        if channel.exit_status_ready():
+            return channel.recv_exit_status(), ""
+        return 255, "no exit status from the remote"
+
+    def _read_agent(self, stderr_thread: threading.Thread) -> int:
+        pipe = self.pipe
+        channel = self.channel
+        scanner = protocol.SyncScanner()
+        reader = protocol.FrameReader(pipe._max_frame + 64)
+        # Reads wait in select() so that silence can be timed; the channel itself
+        # has no timeout, since one would also cut short a sendall() that waits
+        # for window space while the agent is busy.
+        wait = min(self.heartbeat, pipe.ready_timeout)
+        started = time.monotonic()
+        synced = False
+        writer = None
+        while True:
+            ready, _, _ = select.select([channel], [], [], wait)
+            if not ready:
+                now = time.monotonic()
+                if not synced and now - started > pipe.ready_timeout:
+                    raise HandshakeError(f"{pipe.host}: no hello from the agent within "
+                                         f"{pipe.ready_timeout:g} s")
+                if synced and now - self.last_heard > self.dead_after:
+                    raise PipeBroken(f"{pipe.host}: no heartbeat from the agent for "
+                                     f"{now - self.last_heard:.1f} s (bound "
+                                     f"{self.dead_after:g} s): host or network down")
+                continue
+            try:
+                data = channel.recv(1 << 20)
+            except (OSError, EOFError) as exc:
+                raise PipeBroken(f"{pipe.host}: the SSH connection failed: {exc!r}") from exc
+            self.last_heard = time.monotonic()
+            if not data:
+                break
+            if not synced:
+                rest = scanner.feed(data)
+                if scanner.preamble:
+                    self.emit(protocol.encode(FrameKind.STDOUT, scanner.preamble))
+                    scanner.preamble = b""
+                if rest is None:
+                    continue
+                synced = True
+                data = rest
+            try:
+                frames = reader.feed(data)
+            except ProtocolError as exc:
+                raise ProtocolError(f"{pipe.host}: {exc}") from exc
+            for frame in frames:
+                if frame.kind == FrameKind.PING:
+                    continue
+                if frame.kind == FrameKind.HELLO:
+                    info = protocol.decode_json(frame)
+                    protocol.check_hello(info)
+                    writer = threading.Thread(target=self._write_requests, daemon=True)
+                    writer.start()
+                elif frame.kind == FrameKind.EXIT:
+                    self.exit_info = protocol.decode_json(frame)
+                self.emit(protocol.encode(frame.kind, frame.payload))
+        # The agent closed its output: collect the exit status.
+        exitcode, note = self._wait_remote_exit(stderr_thread)
+        info = self.exit_info or {}
+        if not synced or writer is None:
+            raise AgentStartError(f"{pipe.host}: the remote command ended before the agent "
+                                  f"said hello", pipe.host, exitcode,
+                                  bytes(self.stderr).decode(pipe.encoding, errors="replace"))
+        self.emit(protocol.encode_json(FrameKind.DONE, {
+            "exitcode": exitcode, "reason": info.get("reason") or note or
+            f"the agent exited with status {exitcode}"}))
+        return exitcode if 0 <= exitcode < 256 else 255
+
+    def _write_requests(self) -> None:
+        """Writer thread: caller frames to the channel, batched; PING when idle."""
+        requests = self.requests
+        channel = self.channel
+        try:
+            while not self.closing.is_set():
+                if not requests.poll(self.heartbeat):
+                    channel.sendall(protocol.encode(FrameKind.PING))
+                    continue
+                batch = [requests.recv_bytes()]
+                size = len(batch[0])
+                while size < _BATCH_BYTES and requests.poll(0):
+                    batch.append(requests.recv_bytes())
+                    size += len(batch[-1])
+                close_at = next((i for i, frame in enumerate(batch)
+                                 if frame[:1] == _CLOSE_KIND), None)
+                if close_at is not None:
+                    del batch[close_at:]
+                if batch:
+                    channel.sendall(batch[0] if len(batch) == 1 else b"".join(batch))
+                if close_at is not None:
+                    # End of input for the agent: it finishes and exits.
+                    channel.shutdown_write()
+                    return
+        except EOFError:
+            # The caller is gone: end the session so the agent ends too.
+            channel.close()
+        except OSError:
+            return

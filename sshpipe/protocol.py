@@ -1,0 +1,234 @@
+"""The wire format between the SSHPipe child process and the remote agent.
+
+Stdlib only: this module is shipped to remote hosts as source.
+
+A *frame* is a 5-byte header (kind: 1 byte, payload length: 4 bytes big-endian)
+followed by the payload. A length of ``0xFFFFFFFF`` is an escape: the real length
+follows as 8 bytes, for payloads of 4 GiB and more. Every frame is checked against
+a maximum size before its payload is read, so a corrupt length cannot make either
+end allocate without bound.
+
+Before its first frame the agent writes :data:`SYNC`. Whatever a login shell
+prints before the agent starts (banners, rc-file echoes) comes first on the same
+stream; the reader skips everything up to the marker instead of parsing it.
+
+Conversation::
+
+    caller child                                 agent
+    START {settings}            ------------>
+                                <------------    SYNC, HELLO {pid, host, versions}
+    DATA seq+payload ...        ------------>    handler.handle()
+                                <------------    REPLY payload / LOG / STDOUT / ERROR
+                                <------------    ACK seq (all <= seq handled)
+    PING (idle heartbeat)       <----------->    PING
+    (stdin EOF, or DATA with a term message)
+                                <------------    EXIT {exitcode, reason}
+
+The same framing carries messages between the caller process and its SSHPipe
+child over a multiprocessing connection; the kinds marked *local* never reach the
+remote.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import struct
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+
+from sshpipe.errors import FrameError, HandshakeError
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "Frame",
+    "FrameKind",
+    "FrameReader",
+    "PROTOCOL_VERSION",
+    "SYNC",
+    "SyncScanner",
+    "check_hello",
+    "decode_json",
+    "encode",
+    "encode_data",
+    "encode_json",
+    "encode_seq",
+    "split_seq",
+]
+
+# Bumped on any incompatible change; the handshake refuses a mismatch.
+PROTOCOL_VERSION = 1
+
+# Unlikely to be printed by a shell by accident; the version is part of it so an
+# old agent's marker is not mistaken for a new one.
+SYNC = b"\x00\x01sshpipe-sync-%d\x01\x00" % PROTOCOL_VERSION
+
+# Largest payload accepted by default. Large enough for real data sets sent as one
+# object, small enough that a corrupt header cannot exhaust memory.
+DEFAULT_MAX_FRAME = 1 << 30
+
+# How much a login shell may print before the agent's marker. Beyond this the
+# stream is taken as not being sshpipe at all.
+MAX_PREAMBLE = 1 << 20
+
+_HEADER = struct.Struct(">BI")
+_LONG_LENGTH = struct.Struct(">Q")
+_SEQ = struct.Struct(">Q")
+_ESCAPE = 0xFFFFFFFF
+
+
+class FrameKind(enum.IntEnum):
+    """Every kind of frame, with its direction (c = caller side, a = agent)."""
+
+    START = 1     # c->a  JSON settings for the agent; first frame from the caller
+    HELLO = 2     # a->c  JSON: protocol, pid, host, python and dill versions
+    DATA = 3      # c->a  8-byte sequence number + serialized object
+    ACK = 4       # a->c  8-byte sequence number: every message up to it is handled
+    REPLY = 5     # a->c  serialized object from handler.reply()
+    LOG = 6       # a->c  JSON log record
+    STDOUT = 7    # a->c  bytes the handler wrote to stdout / fd 1
+    ERROR = 8     # a->c  JSON: a handler error (seq, type, message, traceback)
+    EXIT = 9      # a->c  JSON: exit status and reason, last frame from the agent
+    PING = 10     # both  heartbeat when idle
+    # local kinds: between the caller process and its SSHPipe child only
+    CONNECTED = 64   # child->caller  JSON: connection details
+    STDERR = 65      # child->caller  bytes the remote wrote to stderr
+    BROKEN = 66      # child->caller  pickled exception: the pipe failed
+    DONE = 67        # child->caller  JSON: exit status; the channel is closed
+    CLOSE = 68       # caller->child  JSON: end the session (timeout)
+
+
+_KNOWN_KINDS = frozenset(int(kind) for kind in FrameKind)
+
+
+class Frame(NamedTuple):
+    kind: FrameKind
+    payload: bytes
+    number: int  # position in its stream, from 1, for error messages
+
+    def __repr__(self) -> str:
+        return f"<Frame #{self.number} {self.kind.name} {len(self.payload)} bytes>"
+
+
+def encode(kind: int, payload: bytes = b"") -> bytes:
+    """Header and payload as one bytes object (one write, no Nagle stall)."""
+    size = len(payload)
+    if size < _ESCAPE:
+        return _HEADER.pack(kind, size) + payload
+    return _HEADER.pack(kind, _ESCAPE) + _LONG_LENGTH.pack(size) + payload
+
+
+def encode_data(seq: int, payload: bytes) -> bytes:
+    """A DATA frame: the sequence number goes before the serialized object."""
+    return encode(FrameKind.DATA, _SEQ.pack(seq) + payload)
+
+
+def split_seq(payload: bytes) -> Tuple[int, bytes]:
+    """Inverse of the DATA/ACK payload layout: (sequence number, rest)."""
+    return _SEQ.unpack_from(payload)[0], payload[_SEQ.size:]
+
+
+def encode_seq(kind: int, seq: int) -> bytes:
+    return encode(kind, _SEQ.pack(seq))
+
+
+def encode_json(kind: int, value: Any) -> bytes:
+    return encode(kind, json.dumps(value, separators=(",", ":")).encode("utf-8"))
+
+
+def decode_json(frame: Frame) -> Any:
+    try:
+        return json.loads(frame.payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FrameError(f"{frame.kind.name} payload is not valid JSON: {exc}",
+                         frame.number) from None
+
+
+class FrameReader:
+    """Incremental frame parser: :meth:`feed` bytes, get whole frames back.
+
+    Bytes may arrive split anywhere. The maximum frame size is checked as soon as a
+    header is complete, before any payload is buffered.
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME):
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+        self._count = 0
+
+    @property
+    def frames_read(self) -> int:
+        return self._count
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> List[Frame]:
+        """Add ``data``; return every frame now complete, in order."""
+        buffer = self._buffer
+        buffer += data
+        frames: List[Frame] = []
+        offset = 0
+        end = len(buffer)
+        while end - offset >= 5:
+            kind, size = _HEADER.unpack_from(buffer, offset)
+            header = 5
+            if size == _ESCAPE:
+                if end - offset < 13:
+                    break
+                size = _LONG_LENGTH.unpack_from(buffer, offset + 5)[0]
+                header = 13
+            number = self._count + 1
+            if kind not in _KNOWN_KINDS:
+                raise FrameError(f"unknown frame kind {kind}", number)
+            if size > self.max_frame:
+                raise FrameError(
+                    f"{FrameKind(kind).name} frame of {size} bytes exceeds the "
+                    f"{self.max_frame}-byte limit", number)
+            if end - offset - header < size:
+                break
+            start = offset + header
+            frames.append(Frame(FrameKind(kind), bytes(buffer[start:start + size]), number))
+            self._count = number
+            offset = start + size
+        if offset:
+            del buffer[:offset]
+        return frames
+
+
+class SyncScanner:
+    """Skips what precedes :data:`SYNC` on the agent's stdout.
+
+    :meth:`feed` returns None until the marker has been seen, then the bytes after
+    it (to be given to a :class:`FrameReader`). ``preamble`` keeps what was skipped,
+    so it can be shown as the remote's output.
+    """
+
+    def __init__(self, limit: int = MAX_PREAMBLE):
+        self.limit = limit
+        self.preamble = b""
+        self._pending = b""
+
+    def feed(self, data: bytes) -> Optional[bytes]:
+        pending = self._pending + data
+        index = pending.find(SYNC)
+        if index >= 0:
+            self.preamble += pending[:index]
+            self._pending = b""
+            return pending[index + len(SYNC):]
+        # Keep a tail that could be the start of a split marker.
+        keep = len(SYNC) - 1
+        self.preamble += pending[:-keep] if len(pending) > keep else b""
+        self._pending = pending[-keep:] if len(pending) > keep else pending
+        if len(self.preamble) > self.limit:
+            raise HandshakeError(
+                f"no sshpipe agent answered: {len(self.preamble)} bytes of other output "
+                f"and no sync marker; output began with {self.preamble[:200]!r}")
+        return None
+
+
+def check_hello(info: Dict[str, Any]) -> None:
+    """Raise HandshakeError unless ``info`` is a hello this side can work with."""
+    version = info.get("protocol")
+    if version != PROTOCOL_VERSION:
+        raise HandshakeError(
+            f"agent speaks sshpipe protocol {version!r}, this side speaks {PROTOCOL_VERSION}")

@@ -1,25 +1,27 @@
 """The remote agent: runs an SSHPipeHandler over the frame protocol.
 
-Stdlib only (dill is used when importable): this module is shipped to remote
-hosts as source.
+Stdlib only (dill is used when a message needs it): this module is shipped to
+remote hosts as source.
 
 ::
 
-    fd 0 (SSH stdin) --> reader thread --frames--> inbox (queue) --> main thread
-                         (EOF / heartbeat             |             atstart/handle/atexit
-                          watchdog)                   v
-    fd 1 (SSH stdout) <-- writer (lock, batching) <-- REPLY, ACK, ERROR, EXIT
-                       <--                        <-- LOG (logging handler, any thread)
-                       <--                        <-- STDOUT (capture thread reads fd 1 pipe)
-                       <--                        <-- PING (ticker thread when idle)
+    fd 0 (SSH stdin) ---frames---> main thread: atstart / handle / atexit
+                                       |
+    fd 1 (SSH stdout) <-- writer <-----+  REPLY, ACK, ERROR, EXIT (batched, flushed
+                     (lock, batch)     |  whenever the main thread is about to wait)
+                       <--             +- LOG     (logging handler, any thread)
+                       <--             +- STDOUT  (capture thread reads the fd 1 pipe)
+                       <--             +- PING    (ticker thread, when idle)
 
 Ownership: :func:`serve` takes fds 0 and 1 over for the protocol, then points fd 0
 at /dev/null and fd 1 at a pipe read by the capture thread, so nothing the handler
-or its children print can corrupt frames. The main thread alone calls the handler
-hooks; the writer is shared by all threads under its lock. Frames from the main
-thread are batched and flushed when the inbox is empty, so a burst of small
-messages costs few channel writes; the ticker thread flushes anything left longer
-than :data:`FLUSH_DELAY`.
+or its children print can corrupt frames. The main thread alone reads the input
+and calls the handler hooks, with no hand-off between threads on the way, which
+keeps a round trip short. The writer is shared by all threads under its lock;
+frames from the main thread are batched and flushed when it has no more input,
+so a burst of small messages costs few channel writes; the ticker flushes
+anything left longer than :data:`FLUSH_DELAY`, sends heartbeats, and ends the
+agent if the caller hangs up while a handler is stuck.
 """
 from __future__ import annotations
 
@@ -27,20 +29,21 @@ import io
 import logging
 import os
 import platform
-import queue
+import select
 import signal
 import socket
 import sys
 import threading
 import time
 import traceback
-from typing import Any, List, Optional
+from collections import deque
+from typing import Any, Deque, List, Optional, Tuple, Union
 
-from sshpipe import protocol
+from sshpipe import protocol, serial
+from sshpipe.errors import ProtocolError
 from sshpipe.handler import (EXIT_ATEXIT, EXIT_ATSTART, EXIT_CALLER_LOST, EXIT_HANDLE, EXIT_OK,
                              EXIT_PROTOCOL, SSHPipeHandler)
-from sshpipe.errors import ProtocolError
-from sshpipe.protocol import FrameKind
+from sshpipe.protocol import Frame, FrameKind
 
 __all__ = ["serve"]
 
@@ -57,8 +60,6 @@ EXIT_GRACE = 5.0
 # Flush once this much is buffered, whatever else is pending.
 WRITE_BATCH = 256 * 1024
 
-_EOF = object()
-_LOST = object()
 
 
 class _Writer:
@@ -133,24 +134,6 @@ class _FrameLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def _loads(payload: bytes) -> Any:
-    try:
-        import dill
-    except ImportError:
-        import pickle
-        return pickle.loads(payload)
-    return dill.loads(payload)
-
-
-def _dumps(obj: Any) -> bytes:
-    try:
-        import dill
-    except ImportError:
-        import pickle
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return dill.dumps(obj, protocol=dill.settings["protocol"])
-
-
 def _versions() -> dict:
     try:
         import dill
@@ -167,11 +150,12 @@ class _Agent:
         self.handler = handler
         self.in_fd = in_fd
         self.writer = _Writer(out_fd)
-        self.inbox: "queue.Queue[Any]" = queue.Queue()
-        self.settings: dict = {}
+        self.reader = protocol.FrameReader()
+        self.frames: Deque[Frame] = deque()
         self.heartbeat = 5.0
         self.heartbeat_timeout = 30.0
         self.last_input = time.monotonic()
+        self.busy = False          # the main thread is inside a handler hook
         self.stopping = threading.Event()
         self.handled_seq = 0
         self.acked_seq = 0
@@ -180,7 +164,7 @@ class _Agent:
 
     # -- output -----------------------------------------------------------
     def reply(self, obj: Any) -> None:
-        self.writer.put(protocol.encode(FrameKind.REPLY, _dumps(obj)))
+        self.writer.put(protocol.encode(FrameKind.REPLY, serial.dumps(obj)))
 
     def _report_error(self, seq: int, where: str, exc: BaseException) -> None:
         self.writer.put(protocol.encode_json(FrameKind.ERROR, {
@@ -193,35 +177,44 @@ class _Agent:
             self.acked_seq = self.handled_seq
             self.writer.put(protocol.encode_seq(FrameKind.ACK, self.acked_seq))
 
-    # -- threads ----------------------------------------------------------
-    def read_loop(self, reader: protocol.FrameReader, rest: bytes) -> None:
-        """Reader thread: stdin frames into the inbox; EOF and silence end it."""
-        try:
-            for frame in reader.feed(rest):
-                self.inbox.put(frame)
-            while True:
-                data = os.read(self.in_fd, 1 << 20)
-                self.last_input = time.monotonic()
-                if not data:
-                    break
-                for frame in reader.feed(data):
-                    self.inbox.put(frame)
-        except Exception as exc:  # a bad frame: report it and stop reading
-            self.inbox.put(exc)
-            return
-        self.inbox.put(_EOF)
-        # The caller is gone; a handler stuck in handle() must not keep us alive.
-        self._exit_hard_after_grace(EXIT_OK)
+    # -- input ------------------------------------------------------------
+    def next_frame(self) -> Union[Frame, str, Exception]:
+        """The next frame from the caller, or "eof", "lost", or the parse error.
 
-    def tick_loop(self) -> None:
-        """Ticker thread: flush late frames, send heartbeats, watch the caller."""
-        while not self.stopping.wait(FLUSH_DELAY):
+        Before it waits for input it acknowledges what was handled and flushes
+        the output: that is when a batch of replies goes out.
+        """
+        while not self.frames:
+            self._ack()
+            self.writer.flush()
+            ready, _, _ = select.select([self.in_fd], [], [], self.heartbeat)
             now = time.monotonic()
+            if not ready:
+                if now - self.last_input > self.heartbeat_timeout:
+                    return "lost"
+                continue
+            data = os.read(self.in_fd, 1 << 20)
+            self.last_input = now
+            if not data:
+                return "eof"
+            try:
+                self.frames.extend(self.reader.feed(data))
+            except ProtocolError as exc:
+                return exc
+        return self.frames.popleft()
+
+    # -- threads ----------------------------------------------------------
+    def tick_loop(self) -> None:
+        """Ticker thread: flush late frames, send heartbeats, notice a caller that
+        hung up while a handler hook is busy (it cannot read the input then)."""
+        poller = select.poll()
+        poller.register(self.in_fd, select.POLLHUP | select.POLLERR)
+        while not self.stopping.wait(FLUSH_DELAY):
             self.writer.flush(older_than=FLUSH_DELAY)
-            if now - self.writer.last_write >= self.heartbeat:
+            if time.monotonic() - self.writer.last_write >= self.heartbeat:
                 self.writer.put(protocol.encode(FrameKind.PING), flush=True)
-            if now - self.last_input > self.heartbeat_timeout:
-                self.inbox.put(_LOST)
+            if self.busy and any(event & (select.POLLHUP | select.POLLERR)
+                                 for _, event in poller.poll(0)):
                 self._exit_hard_after_grace(EXIT_CALLER_LOST)
                 return
 
@@ -241,24 +234,29 @@ class _Agent:
         if self.stopping.wait(EXIT_GRACE):
             return
         self.writer.put(protocol.encode_json(FrameKind.EXIT, {
-            "exitcode": code, "reason": "the handler did not return in time"}), flush=True)
+            "exitcode": code, "reason": "the caller hung up and the handler did not return"}),
+            flush=True)
         _kill_children()
         os._exit(code)
 
     # -- main loop --------------------------------------------------------
-    def run(self) -> "tuple[int, str]":
+    def _call(self, hook, received: Any) -> None:
+        self.busy = True
+        try:
+            hook(received)
+        finally:
+            self.busy = False
+
+    def run(self) -> Tuple[int, str]:
         """Call the handler hooks on each message; return (exit status, reason)."""
         handler = self.handler
         last: Any = None
         code, reason = EXIT_OK, "closed by the caller"
         while True:
-            if self.inbox.empty():
-                self._ack()
-                self.writer.flush()
-            item = self.inbox.get()
-            if item is _EOF:
+            item = self.next_frame()
+            if item == "eof":
                 break
-            if item is _LOST:
+            if item == "lost":
                 code, reason = EXIT_CALLER_LOST, "no heartbeat from the caller"
                 break
             if isinstance(item, Exception):
@@ -271,7 +269,7 @@ class _Agent:
                 break
             seq, payload = protocol.split_seq(item.payload)
             try:
-                received = _loads(payload)
+                received = serial.loads(payload)
             except Exception as exc:
                 self._report_error(seq, "loads", exc)
                 self.handled_seq = seq
@@ -282,7 +280,7 @@ class _Agent:
             if not self.started:
                 self.started = True
                 try:
-                    handler.atstart(received)
+                    self._call(handler.atstart, received)
                 except Exception as exc:
                     self._report_error(seq, "atstart", exc)
                     code, reason = EXIT_ATSTART, f"atstart failed: {exc!r}"
@@ -294,7 +292,7 @@ class _Agent:
                 reason = f"term message {received!r}"
                 break
             try:
-                handler.handle(received)
+                self._call(handler.handle, received)
             except Exception as exc:
                 self._report_error(seq, "handle", exc)
                 if self._over_tolerance():
@@ -306,7 +304,7 @@ class _Agent:
                 self._ack()
         if code != EXIT_CALLER_LOST or self.started:
             try:
-                handler.atexit(last)
+                self._call(handler.atexit, last)
             except Exception as exc:
                 self._report_error(self.handled_seq, "atexit", exc)
                 if code == EXIT_OK:
@@ -320,7 +318,7 @@ class _Agent:
         return tolerance != -1 and self.errors > tolerance
 
 
-def _read_start(in_fd: int, max_frame: int) -> "tuple[dict, bytes]":
+def _read_start(in_fd: int, max_frame: int) -> Tuple[dict, bytes]:
     """Block until the caller's START frame; return its settings and the bytes after it."""
     pending = b""
     while True:
@@ -350,7 +348,7 @@ def _kill_children() -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _take_over_stdio() -> "tuple[int, int, int]":
+def _take_over_stdio() -> Tuple[int, int, int]:
     """Move the protocol off fds 0/1; return (in_fd, out_fd, capture_read_fd)."""
     sys.stdout.flush()
     in_fd = os.dup(0)
@@ -384,10 +382,10 @@ def serve(handler: SSHPipeHandler) -> int:
     except (EOFError, ProtocolError, OSError) as exc:
         sys.stderr.write(f"sshpipe agent: {exc}\n")
         return EXIT_PROTOCOL
-    agent.settings = settings
     agent.heartbeat = float(settings.get("heartbeat", agent.heartbeat))
     agent.heartbeat_timeout = float(settings.get("heartbeat_timeout", agent.heartbeat_timeout))
-    reader = protocol.FrameReader(int(settings.get("max_frame", protocol.DEFAULT_MAX_FRAME)))
+    agent.reader.max_frame = int(settings.get("max_frame", protocol.DEFAULT_MAX_FRAME))
+    agent.frames.extend(agent.reader.feed(rest))
     extra_terms = settings.get("term_messages") or []
     handler.term_messages = handler.term_messages | frozenset(extra_terms)
     handler._agent = agent
@@ -398,8 +396,6 @@ def serve(handler: SSHPipeHandler) -> int:
     root.setLevel(int(settings.get("log_level", logging.DEBUG)))
 
     threads = [
-        threading.Thread(target=agent.read_loop, args=(reader, rest), name="sshpipe-reader",
-                         daemon=True),
         threading.Thread(target=agent.tick_loop, name="sshpipe-ticker", daemon=True),
         threading.Thread(target=agent.capture_loop, args=(capture_fd,), name="sshpipe-capture",
                          daemon=True),
@@ -417,7 +413,7 @@ def serve(handler: SSHPipeHandler) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.close(devnull)
-        threads[2].join(timeout=1.0)
+        threads[1].join(timeout=1.0)
     agent.writer.put(protocol.encode_json(FrameKind.EXIT, {"exitcode": code, "reason": reason}),
                      flush=True)
     agent.stopping.set()

@@ -45,9 +45,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
-import dill
-
-from sshpipe import protocol
+from sshpipe import protocol, serial
 from sshpipe.errors import (AgentStartError, ConnectError, ConnectTimeout, HandshakeError,
                             PipeBroken, PipeClosed, ProtocolError, RemoteError, SSHPipeError)
 from sshpipe.handler import SSHPipeHandler
@@ -312,8 +310,9 @@ class SSHPipe(multiprocessing.Process):
     def send(self, obj: Any, timeout: Optional[float] = None) -> int:
         """Send ``obj`` to the handler; return its sequence number.
 
-        The object is serialized here, in the caller, so an object dill cannot
-        serialize raises right away. Blocks while ``queue_bound`` messages are
+        The object is serialized here, in the caller (:mod:`sshpipe.serial`: C
+        pickle, dill where needed), so an object that cannot be serialized raises
+        right away. Blocks while ``queue_bound`` messages are
         unacknowledged. Allowed in state RUNNING.
 
         Raises:
@@ -321,7 +320,7 @@ class SSHPipe(multiprocessing.Process):
             PipeBroken: the pipe failed.
             TimeoutError: no room in the window within ``timeout`` seconds.
         """
-        payload = dill.dumps(obj)
+        payload = serial.dumps(obj)
         if isinstance(obj, str) and (obj == self.term_message
                                      or obj in SSHPipeHandler.TERM_MESSAGES):
             self._term_sent = True
@@ -382,7 +381,7 @@ class SSHPipe(multiprocessing.Process):
                     raise TimeoutError(f"{self.host}: no reply within {timeout:g} s")
                 self._cond.wait(remaining)
             payload = self._replies.popleft()
-        return dill.loads(payload)
+        return serial.loads(payload)
 
     def poll(self, timeout: Optional[float] = 0.0) -> bool:
         """True when ``recv()`` would return at once."""

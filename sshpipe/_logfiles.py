@@ -67,9 +67,15 @@ class TimedSizedRotatingHandler(logging.handlers.TimedRotatingFileHandler):
         clock: a function returning the current time in seconds since the epoch;
             :func:`time.time` by default. Tests pass a controlled clock.
 
+    Each record is flushed to the file as it is written; set
+    ``flush_every_record = False`` on an instance to leave flushing to the caller
+    (MpLogger's listener does, and flushes whenever its queue runs empty).
+
     A custom ``namer`` changes backup names, but then ``backupCount`` cannot find
     them to delete; use ``rotator`` (e.g. to compress) with the default names.
     """
+
+    flush_every_record = True
 
     def __init__(self, filename: str, mode: str = "a", maxBytes: int = 0, backupCount: int = 0,
                  encoding: Optional[str] = None, delay: bool = False, when: str = "h",
@@ -129,7 +135,8 @@ class TimedSizedRotatingHandler(logging.handlers.TimedRotatingFileHandler):
                     self.stream = self._open()
             self.stream.write(text)
             self._size += size
-            self.flush()
+            if self.flush_every_record:
+                self.flush()
         except RecursionError:
             raise
         except Exception:

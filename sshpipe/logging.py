@@ -45,6 +45,7 @@ import enum
 import logging
 import logging.handlers
 import multiprocessing
+import operator
 import os
 import queue as queue_module
 import re
@@ -80,6 +81,10 @@ HANDLER_KWARGS = frozenset(
 DIR_MODE = 0o700
 # Put on the queue by stop(): the listener writes what came before it and ends.
 _END = None
+# Files are flushed this often (seconds) by the flusher thread, not after every
+# record: one write per buffer-full or per interval, so lines reach the disk at
+# most this late. (Noticing an empty queue instead costs a selector per record.)
+FLUSH_INTERVAL = 0.1
 # Characters kept in a file name taken from record fields; others become "_",
 # so a logger name or host from a remote agent cannot leave logdir.
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
@@ -107,6 +112,45 @@ class LoggerInfo:
     name: str             # the main logger's name; default for get_logger()
 
 
+# LogRecord attributes sent as a bare tuple, in this order; msg travels beside them
+# and args, exc_info, exc_text, stack_info arrive as None (merged into msg, as
+# QueueHandler.prepare does). A tuple pickles and unpickles several times faster
+# than a LogRecord, which names every attribute in every record. Attributes not
+# listed here (``host``, ``pipe``, ``extra=``) travel in a dict beside the tuple.
+_WIRE_FIELDS = ("name", "levelname", "levelno", "pathname", "filename", "module", "lineno",
+                "funcName", "created", "msecs", "relativeCreated", "thread", "threadName",
+                "processName", "process")
+_WIRE_GET = operator.itemgetter(*_WIRE_FIELDS)
+_NOT_EXTRA = frozenset(_WIRE_FIELDS) | {"msg", "args", "exc_info", "exc_text", "stack_info",
+                                        "message", "asctime"}
+_CLEARED = {"args": None, "exc_info": None, "exc_text": None, "stack_info": None}
+
+
+def _to_wire(record: logging.LogRecord, msg: str) -> Tuple[str, tuple, Optional[dict]]:
+    attrs = record.__dict__
+    try:
+        values = _WIRE_GET(attrs)
+    except KeyError:                        # a record built by hand, missing some
+        values = tuple(attrs.get(field) for field in _WIRE_FIELDS)
+    extra_names = attrs.keys() - _NOT_EXTRA
+    extras = {name: attrs[name] for name in extra_names} if extra_names else None
+    return msg, values, extras
+
+
+def _from_wire(item: Any) -> logging.LogRecord:
+    if isinstance(item, logging.LogRecord):  # from a plain QueueHandler on our queue
+        return item
+    msg, values, extras = item
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    attrs = record.__dict__
+    attrs.update(zip(_WIRE_FIELDS, values))
+    attrs.update(_CLEARED)
+    attrs["msg"] = msg
+    if extras:
+        attrs.update(extras)
+    return record
+
+
 class _QueueHandler(logging.handlers.QueueHandler):
     """Puts records on an MpLogger's queue; ``token`` says which MpLogger."""
 
@@ -114,6 +158,15 @@ class _QueueHandler(logging.handlers.QueueHandler):
         super().__init__(queue)
         self.token = token
         self.setLevel(level)
+
+    def prepare(self, record: logging.LogRecord) -> Any:
+        """The wire form of ``record``: message merged with its arguments and any
+        traceback, then the attributes; the record itself is left as it was."""
+        if record.exc_info or record.exc_text or record.stack_info or self.formatter:
+            msg = self.format(record)
+        else:
+            msg = record.getMessage()
+        return _to_wire(record, msg)
 
 
 def _has_token(logger: logging.Logger, token: str) -> bool:
@@ -208,7 +261,11 @@ class _Listener:
         self._routes: Dict[Tuple[str, ...], List[logging.Handler]] = {}  # key -> handlers
         self.failures = 0       # records that could not be read or routed
         self.last_failure: Optional[BaseException] = None
+        self.written = 0        # records dispatched, for the flusher to notice new ones
+        self._stopping = threading.Event()   # set by _run when it has read the end marker
         self._thread = threading.Thread(target=self._run, name="sshpipe-mplogger", daemon=True)
+        self._flusher = threading.Thread(target=self._flush_loop, name="sshpipe-mplogger-flush",
+                                         daemon=True)
 
     def path_for(self, stem: str) -> str:
         """The file for records whose process key (or consolidated name) is ``stem``."""
@@ -217,46 +274,62 @@ class _Listener:
 
     def start(self) -> None:
         self._thread.start()
+        self._flusher.start()
 
     def join(self, timeout: Optional[float]) -> bool:
-        """Wait for the thread to end; True if it did."""
+        """Wait for both threads to end; True if they did."""
         self._thread.join(timeout)
-        return not self._thread.is_alive()
+        if self._thread.is_alive():
+            return False
+        self._flusher.join(timeout)
+        return not self._flusher.is_alive()
 
     def _run(self) -> None:
         get = self._records.get
         while True:
             try:
-                record = get()
+                item = get()
             except (EOFError, OSError):
                 break                       # the queue was closed under us
             except Exception as exc:        # a record that cannot be unpickled here
                 self._failed(exc)
                 continue
-            if record is _END:
+            if item is _END:
                 break
-            self._dispatch(record)
+            self._dispatch(item)
         # Records that were already in the pipe behind the end marker (from a
         # process still running when stop() was called).
         while True:
             try:
-                record = self._records.get_nowait()
-            except queue_module.Empty:
-                break
-            except (EOFError, OSError):
+                item = self._records.get_nowait()
+            except (queue_module.Empty, EOFError, OSError):
                 break
             except Exception as exc:
                 self._failed(exc)
                 continue
-            if record is not _END:
-                self._dispatch(record)
+            if item is not _END:
+                self._dispatch(item)
+        self._stopping.set()
+
+    def _flush_loop(self) -> None:
+        written = -1
+        while not self._stopping.wait(FLUSH_INTERVAL):
+            if written != self.written:
+                written = self.written
+                self._flush()
+
+    def _flush(self) -> None:
+        # Handler.flush takes the handler's lock: safe against a write in _run.
+        for handler in list(self._files.values()):
+            handler.flush()
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
         self.last_failure = exc
 
-    def _dispatch(self, record: logging.LogRecord) -> None:
+    def _dispatch(self, item: Any) -> None:
         try:
+            record = _from_wire(item)
             key = tuple(_safe_part(getattr(record, field, "")) for field in self._key_fields)
             handlers = self._routes.get(key)
             if handlers is None:
@@ -264,6 +337,7 @@ class _Listener:
             for handler in handlers:
                 if record.levelno >= handler.level:
                     handler.handle(record)
+            self.written += 1
         except Exception as exc:            # a broken record or an unopenable file
             self._failed(exc)
 
@@ -285,6 +359,7 @@ class _Listener:
         if handler is None:
             handler = TimedSizedRotatingHandler(path, mode=self._file_mode, **self._handler_kwargs)
             handler.setFormatter(self._formatter)
+            handler.flush_every_record = False    # _run flushes when the queue is idle
             self._files[path] = handler
         return handler
 

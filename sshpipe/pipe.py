@@ -272,6 +272,8 @@ class SSHPipe(multiprocessing.Process):
             if self._state is not PipeState.NEW:
                 raise PipeClosed(f"{self!r}: start() works once, on a new pipe")
             self._state = PipeState.STARTING
+        # The child needs the level, not the logger (which stays in this process).
+        self._log_level = self.logger.getEffectiveLevel()
         super().start()
         # The child owns these ends now; holding them here would hide its death.
         self._request_reader.close()
@@ -688,7 +690,7 @@ class _ChildSession:
             self.channel.sendall(protocol.encode_json(FrameKind.START, {
                 "heartbeat": self.heartbeat, "heartbeat_timeout": self.dead_after,
                 "term_messages": [pipe.term_message], "max_frame": pipe._max_frame,
-                "log_level": pipe.logger.getEffectiveLevel(), "host": pipe.host,
+                "log_level": pipe._log_level, "host": pipe.host,
                 "pipe": pipe.name,
             }))
         except SSHPipeError as exc:

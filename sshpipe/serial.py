@@ -56,7 +56,9 @@ def dumps(obj: Any) -> bytes:
         pass
     import dill
 
-    return dill.dumps(obj, protocol=PROTOCOL)
+    # recurse: carry only the globals a function uses, not its whole module (which
+    # the other end may not have).
+    return dill.dumps(obj, protocol=PROTOCOL, recurse=True)
 
 
 def loads(data: bytes) -> Any:

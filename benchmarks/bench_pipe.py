@@ -1,0 +1,695 @@
+"""sshpipe next to execnet, raw SSH channels and multiprocessing.Pipe (issue 4).
+
+One run starts its own :class:`~sshpipe.testing.LocalSSHServer` (a real sshd on
+127.0.0.1) and measures, one column after the other:
+
+==============  ==============================================================
+column          what it is
+==============  ==============================================================
+sshpipe         ``SSHPipe`` to ``handlers/echo_handler.py`` / ``sink_handler.py``
+execnet_C       ``execnet.makegateway("ssh=<alias>//ssh_config=..//python=..")``;
+                execnet always runs ``ssh -C`` (compression on)
+execnet_noC     the same with ``-C`` taken out of execnet's ssh command line
+                (ssh keeps the *first* value of an option, so ``-o
+                Compression=no`` after ``-C`` does not work; the benchmark wraps
+                ``execnet.gateway_io.ssh_args`` instead)
+paramiko_cat    a paramiko exec channel on a TCP_NODELAY/QUICKACK socket with
+                aes128-gcm preferred and 16 MiB windows, as sshpipe connects
+ssh_cat         an ``ssh <alias> <command>`` subprocess (OpenSSH defaults)
+mp_pipe         ``multiprocessing.Pipe`` to a local child process
+==============  ==============================================================
+
+Metrics (median over trials unless said):
+
+rtt_100B_median_us, rtt_100B_p90_us
+    Round trip of a 100-byte ``bytes`` object: send it, the far end sends it back
+    (sshpipe: Echo handler ``reply``; execnet: channel echo loop; raw channels:
+    ``cat``, reading back the same 100 bytes; mp_pipe: an echo child). After a
+    warm-up, one sample per round trip.
+throughput_1MiB_MBps
+    One-way: N messages of 1 MiB of random bytes (incompressible, so ``-C`` gets
+    no free ride), then wait until the far end confirmed it has all of them.
+    sshpipe: ``send`` N times, then ``flush()`` (every message acknowledged as
+    handled by the Sink handler). execnet: the remote loop counts items until a
+    ``None`` and sends the count back. Raw channels: the remote runs ``echo ready;
+    head -c <N bytes> >/dev/null; echo done``; the clock starts after "ready" and
+    stops at "done", one write per message. mp_pipe: the child counts messages and
+    sends the count. MB/s = 10**6 bytes of payload per second.
+rate_1KiB_msgs_per_s
+    Same method with M messages of 1 KiB (random bytes), one send/write each.
+start_to_hello_ms
+    sshpipe: ``SSHPipe(...)`` plus ``start()`` (returns after the agent's hello).
+    execnet: ``makegateway()`` (returns after the remote interpreter has
+    bootstrapped and answered). paramiko_cat: TCP connect, SSH handshake, auth,
+    exec ``echo hello; exec cat`` until "hello" is read. ssh_cat: the same with an
+    ``ssh`` subprocess. mp_pipe: ``Process.start()`` until the child's "hello".
+
+Targets for sshpipe (issue 4), each against the *better* of the two execnet
+columns (the stricter reading):
+
+- rtt_100B median at or below execnet's;
+- throughput_1MiB at least 0.8 x paramiko_cat's, and above execnet's;
+- rate_1KiB at least execnet's;
+- start_to_hello at most half of execnet's.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_pipe.py            # full run, < 3 minutes
+    .venv/bin/python benchmarks/bench_pipe.py --quick    # < 30 s (smoke test)
+    .venv/bin/python benchmarks/bench_pipe.py --json     # JSON on stdout
+    .venv/bin/python benchmarks/bench_pipe.py --columns sshpipe,paramiko_cat
+
+The machine's core count matters: sshpipe's path has four processes per message
+(caller, SSHPipe child, sshd, agent), execnet's three, the raw channels two.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import select
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HANDLERS = os.path.join(HERE, "handlers")
+
+COLUMNS = ["sshpipe", "execnet_C", "execnet_noC", "paramiko_cat", "ssh_cat", "mp_pipe"]
+COLUMN_TITLES = {
+    "sshpipe": "sshpipe",
+    "execnet_C": "execnet -C",
+    "execnet_noC": "execnet no -C",
+    "paramiko_cat": "paramiko cat",
+    "ssh_cat": "ssh cat",
+    "mp_pipe": "mp.Pipe",
+}
+METRICS = ["rtt_100B_median_us", "rtt_100B_p90_us", "throughput_1MiB_MBps",
+           "rate_1KiB_msgs_per_s", "start_to_hello_ms"]
+METRIC_TITLES = {
+    "rtt_100B_median_us": "rtt 100 B median (us)",
+    "rtt_100B_p90_us": "rtt 100 B p90 (us)",
+    "throughput_1MiB_MBps": "1 MiB one-way (MB/s)",
+    "rate_1KiB_msgs_per_s": "1 KiB one-way (msg/s)",
+    "start_to_hello_ms": "start to hello (ms)",
+}
+
+TIMEOUT = 60.0            # seconds any single wait may take before the run fails
+WINDOW = 16 * 1024 * 1024  # paramiko channel window, as sshpipe.transport uses
+RTT_SIZE = 100
+BIG_SIZE = 1 << 20
+SMALL_SIZE = 1 << 10
+
+ECHO_SOURCE = """
+while True:
+    item = channel.receive()
+    if item is None:
+        break
+    channel.send(item)
+"""
+
+SINK_SOURCE = """
+count = 0
+while True:
+    item = channel.receive()
+    if item is None:
+        break
+    count += 1
+channel.send(count)
+"""
+
+
+@dataclass(frozen=True)
+class Params:
+    rtt_warmup: int
+    rtt_count: int
+    big_messages: int
+    big_trials: int
+    small_messages: int
+    small_trials: int
+    start_trials: int
+
+
+FULL = Params(rtt_warmup=200, rtt_count=2000, big_messages=64, big_trials=3,
+              small_messages=20000, small_trials=3, start_trials=5)
+QUICK = Params(rtt_warmup=20, rtt_count=200, big_messages=8, big_trials=1,
+               small_messages=2000, small_trials=1, start_trials=2)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _percentile(samples: List[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+class Payloads:
+    """The objects sent, made once: random bytes so compression cannot cheat."""
+
+    def __init__(self) -> None:
+        self.rtt = os.urandom(RTT_SIZE)
+        self.big = os.urandom(BIG_SIZE)
+        self.small = os.urandom(SMALL_SIZE)
+
+
+# -- measuring helpers, shared by every column ---------------------------------
+
+def _rtt(roundtrip: Callable[[], None], params: Params) -> Dict[str, float]:
+    for _ in range(params.rtt_warmup):
+        roundtrip()
+    samples = []
+    clock = time.perf_counter
+    for _ in range(params.rtt_count):
+        start = clock()
+        roundtrip()
+        samples.append(clock() - start)
+    return {"rtt_100B_median_us": statistics.median(samples) * 1e6,
+            "rtt_100B_p90_us": _percentile(samples, 0.9) * 1e6}
+
+
+def _one_way(transfer: Callable[[bytes, int], float], payloads: Payloads,
+             params: Params) -> Dict[str, float]:
+    """``transfer(payload, count)`` returns the seconds to deliver ``count`` copies."""
+    transfer(payloads.big, 2)  # warm-up: windows, caches
+    big = [transfer(payloads.big, params.big_messages) for _ in range(params.big_trials)]
+    small = [transfer(payloads.small, params.small_messages)
+             for _ in range(params.small_trials)]
+    return {
+        "throughput_1MiB_MBps": params.big_messages * BIG_SIZE / statistics.median(big) / 1e6,
+        "rate_1KiB_msgs_per_s": params.small_messages / statistics.median(small),
+    }
+
+
+def _starts(start_once: Callable[[], float], params: Params) -> Dict[str, float]:
+    start_once()  # warm-up: page cache, sshd's first fork
+    times = [start_once() for _ in range(params.start_trials)]
+    return {"start_to_hello_ms": statistics.median(times) * 1e3}
+
+
+# -- sshpipe -----------------------------------------------------------------
+
+def bench_sshpipe(server: Any, payloads: Payloads, params: Params) -> Dict[str, float]:
+    from sshpipe import SSHPipe
+
+    def make(handler: str) -> Any:
+        return SSHPipe(server.alias, os.path.join(HANDLERS, handler), config=server.config_path,
+                       python=sys.executable)
+
+    def start_once() -> float:
+        start = time.perf_counter()
+        pipe = make("echo_handler.py")
+        pipe.start()
+        elapsed = time.perf_counter() - start
+        pipe.close(timeout=TIMEOUT)
+        return elapsed
+
+    results = _starts(start_once, params)
+
+    pipe = make("echo_handler.py")
+    pipe.start()
+    try:
+        obj = payloads.rtt
+
+        def roundtrip() -> None:
+            pipe.send(obj)
+            pipe.recv(timeout=TIMEOUT)
+
+        results.update(_rtt(roundtrip, params))
+    finally:
+        pipe.close(timeout=TIMEOUT)
+
+    pipe = make("sink_handler.py")
+    pipe.start()
+    try:
+        def transfer(payload: bytes, count: int) -> float:
+            start = time.perf_counter()
+            for _ in range(count):
+                pipe.send(payload)
+            pipe.flush(timeout=TIMEOUT)
+            return time.perf_counter() - start
+
+        results.update(_one_way(transfer, payloads, params))
+    finally:
+        pipe.close(timeout=TIMEOUT)
+    return results
+
+
+# -- execnet -----------------------------------------------------------------
+
+@contextlib.contextmanager
+def _execnet_compression(enabled: bool) -> Iterator[None]:
+    """execnet hard-codes ``ssh -C``; without compression, take the flag out."""
+    from execnet import gateway_io
+
+    if enabled:
+        yield
+        return
+    original = gateway_io.ssh_args
+
+    def ssh_args_without_c(spec: Any) -> List[str]:
+        args = original(spec)
+        return [args[0]] + [arg for arg in args[1:-1] if arg != "-C"] + [args[-1]]
+
+    gateway_io.ssh_args = ssh_args_without_c
+    try:
+        yield
+    finally:
+        gateway_io.ssh_args = original
+
+
+def bench_execnet(server: Any, payloads: Payloads, params: Params,
+                  compression: bool) -> Dict[str, float]:
+    import execnet
+
+    spec = f"ssh={server.alias}//ssh_config={server.config_path}//python={sys.executable}"
+
+    def gateway() -> Any:
+        with _execnet_compression(compression):
+            return execnet.makegateway(spec)
+
+    def start_once() -> float:
+        start = time.perf_counter()
+        gw = gateway()
+        elapsed = time.perf_counter() - start
+        gw.exit()
+        return elapsed
+
+    results = _starts(start_once, params)
+
+    gw = gateway()
+    try:
+        channel = gw.remote_exec(ECHO_SOURCE)
+        obj = payloads.rtt
+
+        def roundtrip() -> None:
+            channel.send(obj)
+            channel.receive(TIMEOUT)
+
+        results.update(_rtt(roundtrip, params))
+        channel.send(None)
+        channel.waitclose(TIMEOUT)
+
+        def transfer(payload: bytes, count: int) -> float:
+            sink = gw.remote_exec(SINK_SOURCE)
+            start = time.perf_counter()
+            for _ in range(count):
+                sink.send(payload)
+            sink.send(None)
+            got = sink.receive(TIMEOUT)
+            elapsed = time.perf_counter() - start
+            if got != count:
+                raise RuntimeError(f"execnet sink counted {got} of {count}")
+            sink.waitclose(TIMEOUT)
+            return elapsed
+
+        results.update(_one_way(transfer, payloads, params))
+    finally:
+        gw.exit()
+    return results
+
+
+# -- raw channels: paramiko and the ssh command --------------------------------
+
+def _recv_exact(recv: Callable[[int], bytes], size: int) -> bytes:
+    chunks, got = [], 0
+    while got < size:
+        data = recv(size - got)
+        if not data:
+            raise EOFError(f"stream ended after {got} of {size} bytes")
+        chunks.append(data)
+        got += len(data)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _recv_until(recv: Callable[[int], bytes], marker: bytes) -> bytes:
+    data = b""
+    while not data.endswith(marker):
+        chunk = recv(4096)
+        if not chunk:
+            raise EOFError(f"stream ended before {marker!r}; got {data[-200:]!r}")
+        data += chunk
+    return data
+
+
+def _sink_command(total: int) -> str:
+    return f"echo ready; head -c {total} >/dev/null; echo done"
+
+
+def _paramiko_transport(server: Any) -> Any:
+    """Connected and authenticated the way sshpipe connects (fair baseline)."""
+    import paramiko
+
+    sock = socket.create_connection((server.address, server.port), timeout=TIMEOUT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if hasattr(socket, "TCP_QUICKACK"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    transport = paramiko.Transport(sock, default_window_size=WINDOW)
+    options = transport.get_security_options()
+    fast = "aes128-gcm@openssh.com"
+    if fast in options.ciphers:
+        options.ciphers = [fast] + [c for c in options.ciphers if c != fast]
+    transport.start_client(timeout=TIMEOUT)
+    key = transport.get_remote_server_key()
+    known = paramiko.HostKeys(server.known_hosts_path)
+    entries = known.lookup(f"[{server.address}]:{server.port}") or {}
+    if entries.get(key.get_name()) != key:
+        transport.close()
+        raise RuntimeError("paramiko baseline: the server's host key is not the known one")
+    transport.auth_publickey(server.user, paramiko.PKey.from_path(server.key_path))
+    return transport
+
+
+def _paramiko_exec(transport: Any, command: str) -> Any:
+    channel = transport.open_session(timeout=TIMEOUT)
+    channel.settimeout(TIMEOUT)
+    channel.exec_command(command)
+    return channel
+
+
+def bench_paramiko(server: Any, payloads: Payloads, params: Params) -> Dict[str, float]:
+    def start_once() -> float:
+        start = time.perf_counter()
+        transport = _paramiko_transport(server)
+        channel = _paramiko_exec(transport, "echo hello; exec cat")
+        _recv_until(channel.recv, b"hello\n")
+        elapsed = time.perf_counter() - start
+        transport.close()
+        return elapsed
+
+    results = _starts(start_once, params)
+    transport = _paramiko_transport(server)
+    try:
+        channel = _paramiko_exec(transport, "cat")
+        obj = payloads.rtt
+
+        def roundtrip() -> None:
+            channel.sendall(obj)
+            _recv_exact(channel.recv, RTT_SIZE)
+
+        results.update(_rtt(roundtrip, params))
+        channel.close()
+
+        def transfer(payload: bytes, count: int) -> float:
+            sink = _paramiko_exec(transport, _sink_command(len(payload) * count))
+            _recv_until(sink.recv, b"ready\n")
+            start = time.perf_counter()
+            for _ in range(count):
+                sink.sendall(payload)
+            _recv_until(sink.recv, b"done\n")
+            elapsed = time.perf_counter() - start
+            sink.close()
+            return elapsed
+
+        results.update(_one_way(transfer, payloads, params))
+    finally:
+        transport.close()
+    return results
+
+
+class _SSHProcess:
+    """``ssh <alias> <command>`` with unbuffered pipes and bounded reads."""
+
+    def __init__(self, server: Any, command: str):
+        self.process = subprocess.Popen(
+            ["ssh", "-F", server.config_path, server.alias, command],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self.out = self.process.stdout.fileno()
+        self.inp = self.process.stdin.fileno()
+
+    def recv(self, size: int) -> bytes:
+        ready, _, _ = select.select([self.out], [], [], TIMEOUT)
+        if not ready:
+            raise TimeoutError("ssh subprocess: no output")
+        return os.read(self.out, size)
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.inp, view):]
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        try:
+            self.process.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+
+
+def bench_ssh(server: Any, payloads: Payloads, params: Params) -> Dict[str, float]:
+    def start_once() -> float:
+        start = time.perf_counter()
+        proc = _SSHProcess(server, "echo hello; exec cat")
+        _recv_until(proc.recv, b"hello\n")
+        elapsed = time.perf_counter() - start
+        proc.close()
+        return elapsed
+
+    results = _starts(start_once, params)
+    proc = _SSHProcess(server, "cat")
+    try:
+        obj = payloads.rtt
+
+        def roundtrip() -> None:
+            proc.sendall(obj)
+            _recv_exact(proc.recv, RTT_SIZE)
+
+        results.update(_rtt(roundtrip, params))
+    finally:
+        proc.close()
+
+    def transfer(payload: bytes, count: int) -> float:
+        sink = _SSHProcess(server, _sink_command(len(payload) * count))
+        try:
+            _recv_until(sink.recv, b"ready\n")
+            start = time.perf_counter()
+            for _ in range(count):
+                sink.sendall(payload)
+            _recv_until(sink.recv, b"done\n")
+            return time.perf_counter() - start
+        finally:
+            sink.close()
+
+    results.update(_one_way(transfer, payloads, params))
+    return results
+
+
+# -- multiprocessing.Pipe ------------------------------------------------------
+
+def _mp_child(connection: Any) -> None:
+    """Echo objects; after "sink", count objects until None and send the count."""
+    connection.send("hello")
+    while True:
+        item = connection.recv()
+        if item is None:
+            return
+        if item == "sink":
+            count = 0
+            while connection.recv() is not None:
+                count += 1
+            connection.send(count)
+            continue
+        connection.send(item)
+
+
+def bench_mp(server: Any, payloads: Payloads, params: Params) -> Dict[str, float]:
+    def spawn() -> "tuple[Any, Any, float]":
+        start = time.perf_counter()
+        here, there = multiprocessing.Pipe()
+        process = multiprocessing.Process(target=_mp_child, args=(there,), daemon=True)
+        process.start()
+        if not here.poll(TIMEOUT) or here.recv() != "hello":
+            raise RuntimeError("mp child: no hello")
+        elapsed = time.perf_counter() - start
+        there.close()
+        return here, process, elapsed
+
+    def stop(here: Any, process: Any) -> None:
+        here.send(None)
+        process.join(TIMEOUT)
+        here.close()
+
+    def start_once() -> float:
+        here, process, elapsed = spawn()
+        stop(here, process)
+        return elapsed
+
+    results = _starts(start_once, params)
+    here, process, _ = spawn()
+    try:
+        obj = payloads.rtt
+
+        def roundtrip() -> None:
+            here.send(obj)
+            here.recv()
+
+        results.update(_rtt(roundtrip, params))
+
+        def transfer(payload: bytes, count: int) -> float:
+            here.send("sink")
+            start = time.perf_counter()
+            for _ in range(count):
+                here.send(payload)
+            here.send(None)
+            if not here.poll(TIMEOUT):
+                raise TimeoutError("mp child: no count")
+            got = here.recv()
+            elapsed = time.perf_counter() - start
+            if got != count:
+                raise RuntimeError(f"mp child counted {got} of {count}")
+            return elapsed
+
+        results.update(_one_way(transfer, payloads, params))
+    finally:
+        stop(here, process)
+    return results
+
+
+BENCHES: Dict[str, Callable[[Any, Payloads, Params], Dict[str, float]]] = {
+    "sshpipe": bench_sshpipe,
+    "execnet_C": lambda s, p, q: bench_execnet(s, p, q, compression=True),
+    "execnet_noC": lambda s, p, q: bench_execnet(s, p, q, compression=False),
+    "paramiko_cat": bench_paramiko,
+    "ssh_cat": bench_ssh,
+    "mp_pipe": bench_mp,
+}
+
+
+# -- targets and output --------------------------------------------------------
+
+def targets(results: Dict[str, Dict[str, float]]) -> List[Dict[str, Any]]:
+    """Issue 4's targets for sshpipe, each met/missed/unknown, against the better
+    execnet column."""
+    ours = results.get("sshpipe", {})
+
+    def value(column: str, metric: str) -> Optional[float]:
+        return results.get(column, {}).get(metric)
+
+    def best(metric: str, pick: Callable[..., float]) -> Optional[float]:
+        values = [v for v in (value("execnet_C", metric), value("execnet_noC", metric))
+                  if v is not None]
+        return pick(values) if values else None
+
+    rows = []
+
+    def add(name: str, metric: str, reference: Optional[float], ok: Callable[[float, float], bool],
+            describe: str) -> None:
+        mine = ours.get(metric)
+        if mine is None or reference is None:
+            status = "unknown"
+        else:
+            status = "met" if ok(mine, reference) else "missed"
+        rows.append({"target": name, "metric": metric, "sshpipe": mine,
+                     "reference": reference, "reference_is": describe, "status": status,
+                     "ratio": (mine / reference) if mine is not None and reference else None})
+
+    add("rtt_100B median <= execnet", "rtt_100B_median_us",
+        best("rtt_100B_median_us", min), lambda m, r: m <= r, "best execnet median")
+    paramiko_tput = value("paramiko_cat", "throughput_1MiB_MBps")
+    add("throughput_1MiB >= 0.8 x paramiko cat", "throughput_1MiB_MBps",
+        paramiko_tput * 0.8 if paramiko_tput is not None else None, lambda m, r: m >= r,
+        "0.8 x paramiko_cat")
+    add("throughput_1MiB > execnet", "throughput_1MiB_MBps",
+        best("throughput_1MiB_MBps", max), lambda m, r: m > r, "best execnet")
+    add("rate_1KiB >= execnet", "rate_1KiB_msgs_per_s",
+        best("rate_1KiB_msgs_per_s", max), lambda m, r: m >= r, "best execnet")
+    execnet_start = best("start_to_hello_ms", min)
+    add("start_to_hello <= 0.5 x execnet", "start_to_hello_ms",
+        execnet_start * 0.5 if execnet_start is not None else None, lambda m, r: m <= r,
+        "0.5 x best execnet")
+    return rows
+
+
+def _fmt(number: Optional[float]) -> str:
+    if number is None:
+        return "-"
+    if number >= 100:
+        return f"{number:,.0f}"
+    if number >= 10:
+        return f"{number:.1f}"
+    return f"{number:.2f}"
+
+
+def render(report: Dict[str, Any]) -> str:
+    columns = report["columns"]
+    results = report["results"]
+    width = max(len(title) for title in METRIC_TITLES.values())
+    cells = [max(len(COLUMN_TITLES[c]), 9) for c in columns]
+    lines = ["  ".join([" " * width] + [COLUMN_TITLES[c].rjust(w)
+                                         for c, w in zip(columns, cells)])]
+    for metric in METRICS:
+        lines.append("  ".join([METRIC_TITLES[metric].ljust(width)] + [
+            _fmt(results.get(c, {}).get(metric)).rjust(w) for c, w in zip(columns, cells)]))
+    lines.append("")
+    lines.append("sshpipe targets (issue 4):")
+    for row in report["targets"]:
+        ratio = f" (x{row['ratio']:.2f})" if row["ratio"] is not None else ""
+        lines.append(f"  {row['status'].upper():7} {row['target']:40} sshpipe "
+                     f"{_fmt(row['sshpipe'])} vs {row['reference_is']} "
+                     f"{_fmt(row['reference'])}{ratio}")
+    for column, error in report["errors"].items():
+        lines.append(f"  ERROR in {column}: {error}")
+    lines.append("")
+    lines.append(f"{report['mode']} run, {report['elapsed_s']:.1f} s, {os.cpu_count()} cpus, "
+                 f"python {sys.version.split()[0]}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small counts, < 30 s")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--columns", default=",".join(COLUMNS),
+                        help="comma-separated subset of: " + ", ".join(COLUMNS))
+    args = parser.parse_args(argv)
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()]
+    unknown = [c for c in columns if c not in BENCHES]
+    if unknown:
+        parser.error(f"unknown columns {unknown}; choose from {COLUMNS}")
+    params = QUICK if args.quick else FULL
+
+    from sshpipe.testing import LocalSSHServer
+
+    began = time.perf_counter()
+    payloads = Payloads()
+    results: Dict[str, Dict[str, float]] = {}
+    errors: Dict[str, str] = {}
+    with LocalSSHServer(alias="bench-pipe") as server:
+        for column in columns:
+            _log(f"bench_pipe: {column} ...")
+            t0 = time.perf_counter()
+            try:
+                results[column] = BENCHES[column](server, payloads, params)
+            except Exception as exc:  # one failing column must not hide the others
+                errors[column] = f"{type(exc).__name__}: {exc}"
+                _log(f"bench_pipe: {column} failed: {errors[column]}")
+            _log(f"bench_pipe: {column} took {time.perf_counter() - t0:.1f} s")
+    report = {
+        "mode": "quick" if args.quick else "full",
+        "columns": columns,
+        "metrics": METRICS,
+        "results": results,
+        "targets": targets(results),
+        "errors": errors,
+        "params": asdict(params),
+        "cpus": os.cpu_count(),
+        "elapsed_s": time.perf_counter() - began,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(render(report))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -61,8 +61,9 @@ class _LevelFormat(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:
         if datefmt is None or self._date_parts is None or datefmt != self.datefmt:
             return super().formatTime(record, datefmt)
-        created = record.created
-        second = int(created)
+        # Rounded to the microsecond as datetime.fromtimestamp does (created * 1e6
+        # stays below 2**53, so the product is exact enough).
+        second, micro = divmod(round(record.created * 1_000_000), 1_000_000)
         cached_second, parts = self._date_cache
         if cached_second != second:
             stamp = self.converter(second)
@@ -70,7 +71,7 @@ class _LevelFormat(logging.Formatter):
             self._date_cache = (second, parts)
         if len(parts) == 1:
             return parts[0]
-        return ("%06d" % int((created - second) * 1_000_000)).join(parts)
+        return ("%06d" % micro).join(parts)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         if self._defaults:

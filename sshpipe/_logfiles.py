@@ -100,7 +100,9 @@ class TimedSizedRotatingHandler(logging.handlers.TimedRotatingFileHandler):
         now = self._clock()
         started = os.stat(filename).st_mtime if existed and mode == "a" else now
         self._started = started
-        self.rolloverAt = self._next_rollover(int(started), now)
+        # From an existing file's last write, as TimedRotatingFileHandler does: a
+        # file last written intervals ago rolls over at its first new record.
+        self.rolloverAt = self.computeRollover(int(started))
         if not delay:
             self.stream = self._open()
 

@@ -1,0 +1,235 @@
+"""Lossless lexing of OpenSSH client config text.
+
+Every physical line becomes a :class:`Line` that keeps its exact text, so that
+``"".join(line.text for line in lines)`` gives back the input byte for byte.
+On top of the raw text each line carries what OpenSSH itself reads from it:
+the keyword (the way ``strdelim()`` finds it, with one optional ``=``), the
+arguments (the way ``argv_split()`` splits them, with quotes and backslash
+escapes removed and a ``#`` at the start of a word ending the line), and the
+"rest of line" text that ProxyCommand-style options take verbatim.  Offsets of
+the keyword and of the value are kept so that edits can replace a value and
+leave indentation, separators, comments and line ends alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+__all__ = ["Line", "LexError", "split_lines", "lex_line", "lex", "argv_split", "quote_arg"]
+
+# OpenSSH's WHITESPACE is " \t\r\n"; trailing white space also includes \f.
+_WS = " \t\r\n"
+_TRAIL = " \t\r\n\f"
+
+
+class LexError(ValueError):
+    """A line OpenSSH cannot split (for example an unbalanced quote)."""
+
+
+@dataclass
+class Line:
+    """One physical line and what OpenSSH reads from it.
+
+    ``keyword`` is None for blank and comment lines.  ``args`` are the words
+    after the keyword; ``rest`` is the raw text after the keyword and its
+    separator (used by ProxyCommand, LocalCommand, RemoteCommand,
+    KnownHostsCommand and ProxyJump, which OpenSSH takes verbatim).
+    ``error`` holds a lexing problem (reported when the line is compiled, so
+    that a lossless parse of a broken file is still possible).
+    """
+
+    text: str
+    lineno: int
+    keyword: Optional[str] = None
+    args: List[str] = field(default_factory=list)
+    rest: str = ""
+    error: Optional[str] = None
+    # offsets into text: keyword span, value span (value ends before trailing
+    # white space and any comment that ends the line)
+    kw_start: int = 0
+    kw_end: int = 0
+    value_start: int = 0
+    value_end: int = 0
+
+    @property
+    def key(self) -> Optional[str]:
+        """Lower-case keyword, as OpenSSH compares it."""
+        return self.keyword.lower() if self.keyword is not None else None
+
+    @property
+    def eol(self) -> str:
+        """The line ending of this line ("\\r\\n", "\\n" or "")."""
+        if self.text.endswith("\r\n"):
+            return "\r\n"
+        if self.text.endswith("\n"):
+            return "\n"
+        return ""
+
+    @property
+    def indent(self) -> str:
+        """Leading white space before the keyword (or before a comment)."""
+        body = self.text
+        n = len(body) - len(body.lstrip(" \t"))
+        return body[:n]
+
+
+def split_lines(text: str) -> List[str]:
+    """Split ``text`` into physical lines, each keeping its own line end."""
+    # OpenSSH reads with getline(): only "\n" ends a line ("\r" stays part of
+    # it and is later stripped as trailing white space).
+    return _split_nl(text)
+
+
+def _split_nl(text: str) -> List[str]:
+    # A lone "\r" is not a line end for OpenSSH (getline splits on "\n" only).
+    out = []
+    start = 0
+    while True:
+        i = text.find("\n", start)
+        if i < 0:
+            if start < len(text):
+                out.append(text[start:])
+            return out
+        out.append(text[start:i + 1])
+        start = i + 1
+
+
+def argv_split(s: str, start: int = 0) -> Tuple[List[str], List[Tuple[int, int]], Optional[int]]:
+    """Split ``s[start:]`` like OpenSSH's ``argv_split(..., terminate_on_comment=1)``.
+
+    Returns the words, their (start, end) spans in ``s``, and the offset of a
+    comment that ended the line (or None).  Raises LexError on a missing
+    closing quote.
+    """
+    words: List[str] = []
+    spans: List[Tuple[int, int]] = []
+    i = start
+    n = len(s)
+    while i < n:
+        c = s[i]
+        if c == " " or c == "\t":
+            i += 1
+            continue
+        if c == "#":
+            return words, spans, i
+        quote = ""
+        buf = []
+        begin = i
+        while i < n:
+            c = s[i]
+            if c == "\\":
+                nxt = s[i + 1] if i + 1 < n else ""
+                if nxt in ("'", '"', "\\") and nxt != "" or (quote == "" and nxt == " "):
+                    buf.append(nxt)
+                    i += 2
+                    continue
+                buf.append(c)
+                i += 1
+            elif quote == "" and (c == " " or c == "\t"):
+                break
+            elif quote == "" and (c == '"' or c == "'"):
+                quote = c
+                i += 1
+            elif quote != "" and c == quote:
+                quote = ""
+                i += 1
+            else:
+                buf.append(c)
+                i += 1
+        if quote:
+            raise LexError("invalid quotes")
+        words.append("".join(buf))
+        spans.append((begin, i))
+    return words, spans, None
+
+
+def _strdelim(s: str, pos: int) -> Tuple[Optional[str], Optional[int], str]:
+    """OpenSSH ``strdelim()`` with ``=`` splitting, on an immutable string.
+
+    Returns (token, next position or None, possibly rewritten string): a
+    quoted keyword has its opening quote removed, as the C code does.
+    """
+    old = pos
+    i = pos
+    n = len(s)
+    while i < n and s[i] not in ' \t\r\n"=':
+        i += 1
+    if i >= n:
+        return s[old:], None, s
+    if s[i] == '"':
+        s = s[:i] + s[i + 1:]
+        j = s.find('"', i)
+        if j < 0:
+            return None, None, s
+        tok = s[old:j]
+        k = j + 1
+        while k < len(s) and s[k] in _WS:
+            k += 1
+        return tok, k, s
+    wspace = s[i] == "="
+    tok = s[old:i]
+    k = i + 1
+    while k < n and s[k] in _WS:
+        k += 1
+    if k < n and s[k] == "=" and not wspace:
+        k += 1
+        while k < n and s[k] in _WS:
+            k += 1
+    return tok, k, s
+
+
+def lex_line(text: str, lineno: int) -> Line:
+    """Read one physical line the way ``process_config_line_depth()`` does."""
+    line = Line(text=text, lineno=lineno)
+    body = text.rstrip(_TRAIL)
+    if not body:
+        return line
+    tok, pos, s = _strdelim(body, 0)
+    kw_start = 0
+    if tok == "" and pos is not None:
+        kw_start = pos
+        tok, pos, s = _strdelim(s, pos)
+    if tok is None or tok == "" or tok.startswith("#"):
+        return line
+    if s is not body:
+        # a quoted keyword: offsets no longer map onto text; keep it simple
+        line.keyword = tok
+        line.error = "quoted keyword"
+        line.kw_start = kw_start
+        line.kw_end = kw_start + len(tok)
+        line.value_start = line.value_end = len(body)
+        return line
+    line.keyword = tok
+    line.kw_start = kw_start
+    line.kw_end = kw_start + len(tok)
+    if pos is None or pos >= len(body):
+        line.value_start = line.value_end = len(body)
+        return line
+    line.value_start = pos
+    line.value_end = len(body)
+    rest = body[pos:]
+    line.rest = rest.lstrip(" \t\r\n=")
+    try:
+        words, spans, comment = argv_split(body, pos)
+    except LexError as exc:
+        line.error = str(exc)
+        return line
+    line.args = words
+    if spans:
+        line.value_end = spans[-1][1]
+    return line
+
+
+def lex(text: str) -> List[Line]:
+    """Lex a whole file; the lines' texts join back to ``text`` exactly."""
+    return [lex_line(t, i) for i, t in enumerate(split_lines(text), 1)]
+
+
+_SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_~*?!^$[]{}()")
+
+
+def quote_arg(value: str) -> str:
+    """Quote one word so that ``argv_split`` gives ``value`` back."""
+    if value and all(c in _SAFE for c in value) and not value.startswith("#"):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

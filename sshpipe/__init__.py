@@ -36,6 +36,7 @@ _EXPORTS = {
     "SSHPipeError": "errors",
     "SSHPipeHandler": "handler",
     "TimedSizedRotatingHandler": "logging",
+    "VersionSkewError": "errors",
     "dump": "config",
     "dumps": "config",
     "load": "config",

@@ -13,6 +13,8 @@
     │   └── FrameError                     a malformed or oversized frame; .frame_no
     ├── AgentStartError                    the remote command ended or failed before hello;
     │                                      .host, .exitcode, .stderr
+    ├── VersionSkewError                   the two ends' Pythons cannot share this code;
+    │                                      .host, .local, .remote
     ├── PipeClosed                         you closed the pipe, then used it
     ├── PipeBroken                         the agent, channel or network failed; cause chained
     └── RemoteError                        a remote failure reported back; .host, .exitcode,
@@ -42,6 +44,7 @@ __all__ = [
     "RemoteTraceback",
     "SSHConfigError",
     "SSHPipeError",
+    "VersionSkewError",
 ]
 
 
@@ -142,6 +145,26 @@ class AgentStartError(SSHPipeError):
 
     def __reduce__(self):
         return (type(self), (self.message, self.host, self.exitcode, self.stderr))
+
+
+class VersionSkewError(SSHPipeError):
+    """The caller's and the remote's Python (or dill) versions cannot work together
+    for this payload: code objects only load on the minor version that made them."""
+
+    def __init__(self, message: str, host: Optional[str] = None, *,
+                 local: str = "", remote: str = ""):
+        self.host = host
+        self.local = local
+        self.remote = remote
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (_rebuild_version_skew, (self.args[0], self.host, self.local, self.remote))
+
+
+def _rebuild_version_skew(message: str, host: Optional[str], local: str,
+                          remote: str) -> VersionSkewError:
+    return VersionSkewError(message, host, local=local, remote=remote)
 
 
 class PipeClosed(SSHPipeError):

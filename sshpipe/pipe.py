@@ -38,16 +38,15 @@ import logging
 import multiprocessing
 import os
 import pickle
-import select
 import shlex
 import threading
 import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
-from sshpipe import protocol, serial
-from sshpipe.errors import (AgentStartError, ConnectError, ConnectTimeout, HandshakeError,
-                            PipeBroken, PipeClosed, ProtocolError, RemoteError, SSHPipeError)
+from sshpipe import bootstrap, protocol, serial
+from sshpipe._child import check_code_compatible
+from sshpipe.errors import AgentStartError, PipeBroken, PipeClosed, RemoteError, SSHPipeError
 from sshpipe.handler import SSHPipeHandler
 from sshpipe.protocol import FrameKind
 
@@ -60,17 +59,8 @@ READY_TIMEOUT = 60.0
 # Messages sent but not yet acknowledged before send() blocks. Large enough to keep
 # the channel busy with small messages; the agent acks at least every 256.
 QUEUE_BOUND = 1024
-# Seconds between heartbeats when ServerAliveInterval is not set; a peer is taken
-# for dead after ServerAliveCountMax heartbeats without a word.
-DEFAULT_HEARTBEAT = 10.0
-# Frames forwarded to the channel in one write when the caller sends faster than
-# the channel drains.
-_BATCH_BYTES = 256 * 1024
-# How much of the remote's stderr the child keeps to explain a failed start.
-_STDERR_KEPT = 64 * 1024
 # How long close() gives the child to end after the channel closed.
 _CHILD_EXIT_TIMEOUT = 10.0
-_CLOSE_KIND = bytes([FrameKind.CLOSE])
 
 
 class PipeState(enum.Enum):
@@ -124,28 +114,28 @@ def _make_response(values, unhandled, errors, reason) -> Response:
     return Response(*values, unhandled=unhandled, errors=errors, reason=reason)
 
 
-def _remote_command(command: str, python: str, cwd: Optional[str],
-                    env: Optional[Dict[str, str]]) -> str:
-    """The shell command the remote runs. Every piece that comes from arguments is
-    quoted; ``exec`` replaces the shell so the agent is the session's process."""
-    words = shlex.split(command)
-    if not words:
-        raise ValueError("command is empty")
-    argv = [python, "-u"] + words if words[0].endswith(".py") else words
-    prefix = ["env"] + [f"{key}={value}" for key, value in (env or {}).items()] if env else []
-    line = "exec " + " ".join(shlex.quote(word) for word in prefix + argv)
-    if cwd:
-        line = f"cd {shlex.quote(cwd)} && {line}"
-    return line
-
-
 class SSHPipe(multiprocessing.Process):
     """A remote agent over SSH, driven like a ``multiprocessing.Process``.
 
+    The agent is given either as a ``command`` or as a ``handler``:
+
+    - ``handler``: an :class:`~sshpipe.SSHPipeHandler` subclass (built remotely
+      with ``handler_args``/``handler_kwargs``) or instance, sent by value. The
+      remote needs only Python 3.9+: sshpipe's agent code and dill travel over the
+      channel once and are cached on the remote (see :mod:`sshpipe.bootstrap`).
+    - ``command`` naming a ``.py`` script: runs under the remote ``python``
+      with the same zero-install runtime on its path, so the script's
+      ``from sshpipe import SSHPipeHandler`` works on a bare host.
+    - any other ``command``: runs as it is (it must speak sshpipe's protocol,
+      for example a script using an installed sshpipe).
+
     Args:
         host: an address, a host name or an alias in the ssh config.
-        command: the remote command that runs the agent; a command whose first word
-            ends in ``.py`` runs under the remote ``python``.
+        command: the remote command that runs the agent; its words are quoted.
+        handler, handler_args, handler_kwargs: the agent, sent by value, instead
+            of a command.
+        modules: names of local modules or packages the handler imports that the
+            remote lacks; their source is shipped with the runtime.
         name: the pipe's name (logs, ``repr``); defaults to Process's.
         user: login user, overriding the config.
         term_message: the message ``close()`` sends to end the agent; the agent
@@ -159,7 +149,9 @@ class SSHPipe(multiprocessing.Process):
             ``logging.getLogger("sshpipe.remote.<host>")``.
         port, identity_file, connect_timeout: override the config's Port,
             IdentityFile (tried first) and ConnectTimeout.
-        python: the remote interpreter for ``.py`` commands (default ``python3``).
+        python: the remote interpreter for handlers and ``.py`` commands: a name
+            on the remote PATH or a path, a virtualenv's included (default
+            ``python3``).
         cwd, env: working directory and extra environment of the remote command.
         ready_timeout: seconds ``start()`` waits for the agent's hello.
         queue_bound: messages in flight before ``send()`` blocks.
@@ -172,19 +164,23 @@ class SSHPipe(multiprocessing.Process):
                  user: Optional[str] = None, term_message: str = "TERM",
                  config: Optional[str] = None, encoding: str = "utf8",
                  callback: Optional[Callable[[Optional[int], str, str], Any]] = None,
-                 logger: Optional[logging.Logger] = None, *, port: Optional[int] = None,
-                 identity_file: Optional[str] = None, connect_timeout: Optional[float] = None,
-                 python: str = "python3", cwd: Optional[str] = None,
-                 env: Optional[Dict[str, str]] = None, ready_timeout: float = READY_TIMEOUT,
+                 logger: Optional[logging.Logger] = None, *,
+                 handler: Any = None, handler_args: Sequence[Any] = (),
+                 handler_kwargs: Optional[Dict[str, Any]] = None,
+                 modules: Sequence[str] = (), python: str = "python3",
+                 cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None,
+                 port: Optional[int] = None, identity_file: Optional[str] = None,
+                 connect_timeout: Optional[float] = None, ready_timeout: float = READY_TIMEOUT,
                  queue_bound: int = QUEUE_BOUND, heartbeat: Optional[float] = None,
                  max_frame: int = protocol.DEFAULT_MAX_FRAME):
         super().__init__(name=name, daemon=True)
-        if not command:
-            raise ValueError("SSHPipe needs the remote command that runs the agent")
+        if (command is None) == (handler is None):
+            raise ValueError("give SSHPipe either a remote command or a handler, not both")
         if queue_bound < 1:
             raise ValueError(f"queue_bound must be at least 1, not {queue_bound}")
         self.host = host
         self.command = command
+        self.handler = handler
         self.user = user
         self.term_message = term_message
         self.config = config
@@ -195,9 +191,23 @@ class SSHPipe(multiprocessing.Process):
         self.queue_bound = queue_bound
         self._connect_options = {"port": port, "identity_file": identity_file,
                                  "connect_timeout": connect_timeout}
-        self._remote_line = _remote_command(command, python, cwd, env)
+        self._python = python
+        self._handler_call = (handler, tuple(handler_args), dict(handler_kwargs or {}))
+        self._modules = tuple(modules)
+        argv = shlex.split(command) if command is not None else []
+        if command is not None and not argv:
+            raise ValueError("the remote command is empty")
+        # Handlers and .py scripts run through the zero-install loader; any other
+        # command runs as it is.
+        self._zero_install = handler is not None or argv[0].endswith(".py")
+        self._script_argv = argv if self._zero_install else []
+        words = [python, "-c", bootstrap.LOADER_SOURCE] if self._zero_install else argv
+        self._remote_line = bootstrap.remote_command(words, cwd=cwd, env=env)
+        self._launch: Optional[Tuple[str, bytes, List[str]]] = None
+        self._bundle: Optional[bootstrap.Bundle] = None
         self._heartbeat = heartbeat
         self._max_frame = max_frame
+        self._log_level = logging.NOTSET
         # Connections: requests caller -> child, events child -> caller.
         self._request_reader, self._request_writer = multiprocessing.Pipe(duplex=False)
         self._event_reader, self._event_writer = multiprocessing.Pipe(duplex=False)
@@ -206,6 +216,7 @@ class SSHPipe(multiprocessing.Process):
     # Attributes that exist only in the caller's process and never travel to the
     # child under spawn/forkserver (locks, threads, user callbacks).
     _CALLER_ONLY = ("_cond", "_send_lock", "_events_thread", "_replies", "callback", "logger",
+                    "handler", "_handler_call",
                     "_state", "_hello", "_sent_seq", "_acked_seq", "_errors", "_stdout",
                     "_stderr", "_done", "_broken_error", "_term_sent", "_callback_called",
                     "_request_writer", "_event_reader")
@@ -267,11 +278,19 @@ class SSHPipe(multiprocessing.Process):
             AgentStartError: the remote command ended before the agent's hello;
                 carries its exit status and stderr.
             HandshakeError: something answered, but not an sshpipe agent.
+            VersionSkewError: the remote Python is older than 3.9, or cannot load
+                the handler's code (sent by value from another minor version).
         """
         with self._cond:
             if self._state is not PipeState.NEW:
                 raise PipeClosed(f"{self!r}: start() works once, on a new pipe")
             self._state = PipeState.STARTING
+        try:
+            self._prepare_launch()
+        except BaseException:
+            with self._cond:
+                self._state = PipeState.NEW
+            raise
         # The child needs the level, not the logger (which stays in this process).
         self._log_level = self.logger.getEffectiveLevel()
         super().start()
@@ -303,6 +322,17 @@ class SSHPipe(multiprocessing.Process):
                               self._done.get("exitcode") if self._done else None,
                               self._decode(self._stderr))
 
+    def _prepare_launch(self) -> None:
+        """Serialize the handler (here, so a bad one raises in the caller) and build
+        the bundle the loader gets."""
+        if not self._zero_install:
+            return
+        self._bundle = bootstrap.build_bundle(self._modules)
+        if self.handler is not None:
+            self._launch = ("handler", serial.dumps(self._handler_call), [])
+        else:
+            self._launch = ("script", b"", self._script_argv)
+
     def _abort(self) -> None:
         """End the child at once (it closes the channel as it dies)."""
         if self.is_alive():
@@ -321,6 +351,8 @@ class SSHPipe(multiprocessing.Process):
             PipeClosed: the pipe was closed (or the agent ended) before this call.
             PipeBroken: the pipe failed.
             TimeoutError: no room in the window within ``timeout`` seconds.
+            VersionSkewError: the object carries code (a function or class sent
+                by value) that the remote's Python version cannot load.
         """
         payload = serial.dumps(obj)
         if isinstance(obj, str) and (obj == self.term_message
@@ -332,6 +364,9 @@ class SSHPipe(multiprocessing.Process):
         """Send an already serialized object (``dill.dumps``/``pickle.dumps``
         output): the handler receives the object. Serialize once, send to many."""
         payload = bytes(payload)
+        remote_python = self._hello.get("python")
+        if remote_python:
+            check_code_compatible(self.host, payload, remote_python)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._send_lock:
             with self._cond:
@@ -641,202 +676,6 @@ class SSHPipe(multiprocessing.Process):
             connection = self.__dict__.get(end)
             if connection is not None:
                 connection.close()
-        session = _ChildSession(self)
-        raise SystemExit(session.run())
+        from sshpipe._child import ChildSession
 
-
-class _ChildSession:
-    """Everything the SSHPipe child does, with state it alone owns."""
-
-    def __init__(self, pipe: SSHPipe):
-        self.pipe = pipe
-        self.requests = pipe._request_reader
-        self.events = pipe._event_writer
-        self.events_lock = threading.Lock()
-        self.transport = None
-        self.channel = None
-        self.last_heard = time.monotonic()
-        self.closing = threading.Event()
-        self.exit_info: Optional[Dict[str, Any]] = None
-        self.stderr = bytearray()  # kept to explain a failed start
-        self.heartbeat = DEFAULT_HEARTBEAT
-        self.dead_after = DEFAULT_HEARTBEAT * 3
-
-    def emit(self, data: bytes) -> None:
-        with self.events_lock:
-            self.events.send_bytes(data)
-
-    def broken(self, error: BaseException) -> int:
-        try:
-            self.emit(protocol.encode(FrameKind.BROKEN, pickle.dumps(error)))
-        except (OSError, pickle.PicklingError, TypeError):
-            pass
-        return 255
-
-    def run(self) -> int:
-        from sshpipe.transport import connect, settings_for
-
-        pipe = self.pipe
-        try:
-            settings = settings_for(pipe.host, pipe.config, user=pipe.user,
-                                    **pipe._connect_options)
-            self.transport = connect(settings)
-            self.heartbeat = (pipe._heartbeat or settings.server_alive_interval
-                              or DEFAULT_HEARTBEAT)
-            self.dead_after = self.heartbeat * max(settings.server_alive_count_max, 1)
-            self.channel = self.transport.open_session(timeout=settings.connect_timeout or 30)
-            self.channel.exec_command(pipe._remote_line)
-            # START goes out before the hello arrives: one round trip saved.
-            self.channel.sendall(protocol.encode_json(FrameKind.START, {
-                "heartbeat": self.heartbeat, "heartbeat_timeout": self.dead_after,
-                "term_messages": [pipe.term_message], "max_frame": pipe._max_frame,
-                "log_level": pipe._log_level, "host": pipe.host,
-                "pipe": pipe.name,
-            }))
-        except SSHPipeError as exc:
-            return self._close_with(self.broken(exc))
-        except Exception as exc:  # paramiko failures after connect
-            return self._close_with(self.broken(ConnectError(
-                f"{pipe.host}: could not start the remote command: {exc!r}", pipe.host)))
-        stderr_thread = threading.Thread(target=self._stderr_loop, daemon=True)
-        stderr_thread.start()
-        try:
-            code = self._read_agent(stderr_thread)
-        except SSHPipeError as exc:
-            code = self.broken(exc)
-        return self._close_with(code)
-
-    def _close_with(self, code: int) -> int:
-        self.closing.set()
-        if self.transport is not None:
-            self.transport.close()
-        try:
-            self.events.close()
-        except OSError:
-            pass
-        return code
-
-    def _stderr_loop(self) -> None:
-        channel = self.channel
-        while True:
-            try:
-                data = channel.recv_stderr(65536)
-            except (OSError, EOFError):
-                return
-            if not data:
-                return
-            if len(self.stderr) < _STDERR_KEPT:
-                self.stderr += data
-            try:
-                self.emit(protocol.encode(FrameKind.STDERR, data))
-            except OSError:
-                return
-
-    def _wait_remote_exit(self, stderr_thread: threading.Thread) -> "tuple[int, str]":
-        channel = self.channel
-        deadline = time.monotonic() + 5.0
-        while not channel.exit_status_ready() and time.monotonic() < deadline:
-            if channel.closed or not self.transport.is_active():
-                break
-            time.sleep(0.005)
-        stderr_thread.join(timeout=2.0)
-        if channel.exit_status_ready():
-            return channel.recv_exit_status(), ""
-        return 255, "no exit status from the remote"
-
-    def _read_agent(self, stderr_thread: threading.Thread) -> int:
-        pipe = self.pipe
-        channel = self.channel
-        scanner = protocol.SyncScanner()
-        reader = protocol.FrameReader(pipe._max_frame + 64)
-        # Reads wait in select() so that silence can be timed; the channel itself
-        # has no timeout, since one would also cut short a sendall() that waits
-        # for window space while the agent is busy.
-        wait = min(self.heartbeat, pipe.ready_timeout)
-        started = time.monotonic()
-        synced = False
-        writer = None
-        while True:
-            ready, _, _ = select.select([channel], [], [], wait)
-            if not ready:
-                now = time.monotonic()
-                if not synced and now - started > pipe.ready_timeout:
-                    raise HandshakeError(f"{pipe.host}: no hello from the agent within "
-                                         f"{pipe.ready_timeout:g} s")
-                if synced and now - self.last_heard > self.dead_after:
-                    raise PipeBroken(f"{pipe.host}: no heartbeat from the agent for "
-                                     f"{now - self.last_heard:.1f} s (bound "
-                                     f"{self.dead_after:g} s): host or network down")
-                continue
-            try:
-                data = channel.recv(1 << 20)
-            except (OSError, EOFError) as exc:
-                raise PipeBroken(f"{pipe.host}: the SSH connection failed: {exc!r}") from exc
-            self.last_heard = time.monotonic()
-            if not data:
-                break
-            if not synced:
-                rest = scanner.feed(data)
-                if scanner.preamble:
-                    self.emit(protocol.encode(FrameKind.STDOUT, scanner.preamble))
-                    scanner.preamble = b""
-                if rest is None:
-                    continue
-                synced = True
-                data = rest
-            try:
-                frames = reader.feed(data)
-            except ProtocolError as exc:
-                raise ProtocolError(f"{pipe.host}: {exc}") from exc
-            for frame in frames:
-                if frame.kind == FrameKind.PING:
-                    continue
-                if frame.kind == FrameKind.HELLO:
-                    info = protocol.decode_json(frame)
-                    protocol.check_hello(info)
-                    writer = threading.Thread(target=self._write_requests, daemon=True)
-                    writer.start()
-                elif frame.kind == FrameKind.EXIT:
-                    self.exit_info = protocol.decode_json(frame)
-                self.emit(protocol.encode(frame.kind, frame.payload))
-        # The agent closed its output: collect the exit status.
-        exitcode, note = self._wait_remote_exit(stderr_thread)
-        info = self.exit_info or {}
-        if not synced or writer is None:
-            raise AgentStartError(f"{pipe.host}: the remote command ended before the agent "
-                                  f"said hello", pipe.host, exitcode,
-                                  bytes(self.stderr).decode(pipe.encoding, errors="replace"))
-        self.emit(protocol.encode_json(FrameKind.DONE, {
-            "exitcode": exitcode, "reason": info.get("reason") or note or
-            f"the agent exited with status {exitcode}"}))
-        return exitcode if 0 <= exitcode < 256 else 255
-
-    def _write_requests(self) -> None:
-        """Writer thread: caller frames to the channel, batched; PING when idle."""
-        requests = self.requests
-        channel = self.channel
-        try:
-            while not self.closing.is_set():
-                if not requests.poll(self.heartbeat):
-                    channel.sendall(protocol.encode(FrameKind.PING))
-                    continue
-                batch = [requests.recv_bytes()]
-                size = len(batch[0])
-                while size < _BATCH_BYTES and requests.poll(0):
-                    batch.append(requests.recv_bytes())
-                    size += len(batch[-1])
-                close_at = next((i for i, frame in enumerate(batch)
-                                 if frame[:1] == _CLOSE_KIND), None)
-                if close_at is not None:
-                    del batch[close_at:]
-                if batch:
-                    channel.sendall(batch[0] if len(batch) == 1 else b"".join(batch))
-                if close_at is not None:
-                    # End of input for the agent: it finishes and exits.
-                    channel.shutdown_write()
-                    return
-        except EOFError:
-            # The caller is gone: end the session so the agent ends too.
-            channel.close()
-        except OSError:
-            return
+        raise SystemExit(ChildSession(self).run())

@@ -1,0 +1,330 @@
+"""The SSHPipe child process: owns the SSH connection and pumps frames.
+
+It never unpickles a payload: request frames from the caller go to the channel
+as they are, agent frames go to the caller as they are (PINGs excepted).
+
+Threads, each with what it alone touches:
+
+- main: connects, runs the loader stage (zero-install), reads the channel's
+  stdout, watches the agent's heartbeat, and reports the end (DONE or BROKEN);
+- writer: reads the request connection and writes the channel, batching frames
+  that queue up, sending PING when the caller is idle;
+- stderr: forwards the channel's stderr to the caller as it arrives.
+
+The event connection is shared by the three threads under ``events_lock``.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import select
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+
+from sshpipe import bootstrap, protocol
+from sshpipe.errors import (AgentStartError, ConnectError, HandshakeError, PipeBroken,
+                            ProtocolError, SSHPipeError, VersionSkewError)
+from sshpipe.protocol import FrameKind
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sshpipe.pipe import SSHPipe
+
+__all__ = ["ChildSession"]
+
+# Seconds between heartbeats when ServerAliveInterval is not set; a peer is taken
+# for dead after ServerAliveCountMax heartbeats without a word.
+DEFAULT_HEARTBEAT = 10.0
+# Frames forwarded to the channel in one write when the caller sends faster than
+# the channel drains.
+BATCH_BYTES = 256 * 1024
+# How much of the remote's stderr is kept to explain a failed start.
+STDERR_KEPT = 64 * 1024
+
+_CLOSE_KIND = bytes([FrameKind.CLOSE])
+
+
+class ChildSession:
+    """Everything the SSHPipe child does, with state it alone owns."""
+
+    def __init__(self, pipe: "SSHPipe"):
+        self.pipe = pipe
+        self.requests = pipe._request_reader
+        self.events = pipe._event_writer
+        self.events_lock = threading.Lock()
+        self.transport: Any = None
+        self.channel: Any = None
+        self.last_heard = time.monotonic()
+        self.closing = threading.Event()
+        self.exit_info: Optional[Dict[str, Any]] = None
+        self.stderr = bytearray()
+        self.heartbeat = DEFAULT_HEARTBEAT
+        self.dead_after = DEFAULT_HEARTBEAT * 3
+        self.started = time.monotonic()
+
+    # -- events to the caller ---------------------------------------------
+    def emit(self, data: bytes) -> None:
+        with self.events_lock:
+            self.events.send_bytes(data)
+
+    def broken(self, error: BaseException) -> int:
+        try:
+            self.emit(protocol.encode(FrameKind.BROKEN, pickle.dumps(error)))
+        except (OSError, pickle.PicklingError, TypeError):
+            pass
+        return 255
+
+    def _stderr_text(self) -> str:
+        return bytes(self.stderr).decode(self.pipe.encoding, errors="replace")
+
+    # -- life -------------------------------------------------------------
+    def run(self) -> int:
+        from sshpipe.transport import connect, settings_for
+
+        pipe = self.pipe
+        try:
+            settings = settings_for(pipe.host, pipe.config, user=pipe.user,
+                                    **pipe._connect_options)
+            self.transport = connect(settings)
+            self.heartbeat = (pipe._heartbeat or settings.server_alive_interval
+                              or DEFAULT_HEARTBEAT)
+            self.dead_after = self.heartbeat * max(settings.server_alive_count_max, 1)
+            self.channel = self.transport.open_session(timeout=settings.connect_timeout or 30)
+            self.channel.exec_command(pipe._remote_line)
+        except SSHPipeError as exc:
+            return self._close_with(self.broken(exc))
+        except Exception as exc:  # paramiko failures after connecting
+            return self._close_with(self.broken(ConnectError(
+                f"{pipe.host}: could not start the remote command: {exc!r}", pipe.host)))
+        stderr_thread = threading.Thread(target=self._stderr_loop, daemon=True)
+        stderr_thread.start()
+        try:
+            rest = self._load() if pipe._launch is not None else b""
+            self._send_start()
+            code = self._read_agent(stderr_thread, rest)
+        except SSHPipeError as exc:
+            code = self.broken(exc)
+        except (OSError, EOFError) as exc:
+            code = self.broken(PipeBroken(f"{pipe.host}: the SSH connection failed: {exc!r}"))
+        return self._close_with(code)
+
+    def _send_start(self) -> None:
+        pipe = self.pipe
+        self.channel.sendall(protocol.encode_json(FrameKind.START, {
+            "heartbeat": self.heartbeat, "heartbeat_timeout": self.dead_after,
+            "term_messages": [pipe.term_message], "max_frame": pipe._max_frame,
+            "log_level": pipe._log_level, "host": pipe.host, "pipe": pipe.name,
+        }))
+
+    def _close_with(self, code: int) -> int:
+        self.closing.set()
+        if self.transport is not None:
+            self.transport.close()
+        try:
+            self.events.close()
+        except OSError:
+            pass
+        return code
+
+    # -- reading the channel ----------------------------------------------
+    def _recv(self, synced: bool) -> bytes:
+        """Next bytes from the agent's stdout (b"" at its end). Waits in select()
+        so that silence can be timed; the channel itself has no timeout, since one
+        would also cut short a sendall() that waits for window space."""
+        pipe = self.pipe
+        channel = self.channel
+        while True:
+            ready, _, _ = select.select([channel], [], [], min(self.heartbeat, 1.0))
+            if ready:
+                try:
+                    data = channel.recv(1 << 20)
+                except (OSError, EOFError) as exc:
+                    raise PipeBroken(f"{pipe.host}: the SSH connection failed: {exc!r}") \
+                        from exc
+                self.last_heard = time.monotonic()
+                return data
+            now = time.monotonic()
+            if not synced and now - self.started > pipe.ready_timeout:
+                raise HandshakeError(f"{pipe.host}: no hello from the agent within "
+                                     f"{pipe.ready_timeout:g} s")
+            if synced and now - self.last_heard > self.dead_after:
+                raise PipeBroken(f"{pipe.host}: no heartbeat from the agent for "
+                                 f"{now - self.last_heard:.1f} s (bound {self.dead_after:g} s):"
+                                 f" host or network down")
+
+    def _load(self) -> bytes:
+        """Zero-install stage: give the loader the bundle (if it lacks it) and what to
+        run; return the bytes read past the loader's status line."""
+        pipe = self.pipe
+        bundle = pipe._bundle
+        self.channel.sendall(json.dumps({"hash": bundle.digest}).encode() + b"\n")
+        pending = b""
+        marker = bootstrap.LOADER_SYNC
+        while True:
+            data = self._recv(synced=False)
+            if not data:
+                self._wait_remote_exit()
+                raise AgentStartError(
+                    f"{pipe.host}: the remote Python ({pipe._python}) ended before the "
+                    f"sshpipe loader answered", pipe.host, self._exit_status(),
+                    self._stderr_text())
+            pending += data
+            start = pending.find(marker)
+            if start < 0:
+                continue
+            end = pending.find(b"\n", start)
+            if end < 0:
+                continue
+            if start:
+                self.emit(protocol.encode(FrameKind.STDOUT, pending[:start]))
+            status = json.loads(pending[start + len(marker):end].decode("utf-8"))
+            rest = pending[end + 1:]
+            break
+        remote_python = status.get("python", "?")
+        if status.get("error"):
+            raise VersionSkewError(f"{pipe.host}: {status['error']}", pipe.host,
+                                   local=_local_python(), remote=remote_python)
+        check_code_compatible(pipe.host, pipe._launch[1], remote_python)
+        if status.get("need"):
+            self.channel.sendall(json.dumps({"size": bundle.size}).encode() + b"\n")
+            self.channel.sendall(bundle.data)
+        mode, body, argv = pipe._launch
+        self.channel.sendall(json.dumps({"mode": mode, "size": len(body), "argv": argv})
+                             .encode() + b"\n" + body)
+        return rest
+
+    def _read_agent(self, stderr_thread: threading.Thread, rest: bytes) -> int:
+        pipe = self.pipe
+        scanner = protocol.SyncScanner()
+        reader = protocol.FrameReader(pipe._max_frame + 64)
+        synced = False
+        writer = None
+        data = rest
+        while True:
+            if not data:
+                data = self._recv(synced)
+                if not data:
+                    break
+            if not synced:
+                found = scanner.feed(data)
+                if scanner.preamble:
+                    self.emit(protocol.encode(FrameKind.STDOUT, scanner.preamble))
+                    scanner.preamble = b""
+                if found is None:
+                    data = b""
+                    continue
+                synced = True
+                data = found
+            try:
+                frames = reader.feed(data)
+            except ProtocolError as exc:
+                raise ProtocolError(f"{pipe.host}: {exc}") from exc
+            data = b""
+            for frame in frames:
+                if frame.kind == FrameKind.PING:
+                    continue
+                if frame.kind == FrameKind.HELLO:
+                    protocol.check_hello(protocol.decode_json(frame))
+                    writer = threading.Thread(target=self._write_requests, daemon=True)
+                    writer.start()
+                elif frame.kind == FrameKind.EXIT:
+                    self.exit_info = protocol.decode_json(frame)
+                self.emit(protocol.encode(frame.kind, frame.payload))
+        # The agent closed its output: collect the exit status.
+        self._wait_remote_exit()
+        stderr_thread.join(timeout=2.0)
+        exitcode = self._exit_status()
+        if writer is None:
+            raise AgentStartError(f"{pipe.host}: the remote command ended before the agent "
+                                  f"said hello", pipe.host, exitcode, self._stderr_text())
+        info = self.exit_info or {}
+        reason = info.get("reason") or f"the agent exited with status {exitcode}"
+        self.emit(protocol.encode_json(FrameKind.DONE, {"exitcode": exitcode, "reason": reason}))
+        return exitcode if exitcode is not None and 0 <= exitcode < 256 else 255
+
+    def _wait_remote_exit(self, timeout: float = 5.0) -> None:
+        channel = self.channel
+        deadline = time.monotonic() + timeout
+        while not channel.exit_status_ready() and time.monotonic() < deadline:
+            if channel.closed or not self.transport.is_active():
+                break
+            time.sleep(0.002)
+
+    def _exit_status(self) -> Optional[int]:
+        if self.channel.exit_status_ready():
+            return self.channel.recv_exit_status()
+        return None
+
+    # -- other threads ----------------------------------------------------
+    def _stderr_loop(self) -> None:
+        channel = self.channel
+        while True:
+            try:
+                data = channel.recv_stderr(65536)
+            except (OSError, EOFError):
+                return
+            if not data:
+                return
+            if len(self.stderr) < STDERR_KEPT:
+                self.stderr += data
+            try:
+                self.emit(protocol.encode(FrameKind.STDERR, data))
+            except OSError:
+                return
+
+    def _write_requests(self) -> None:
+        """Writer thread: caller frames to the channel, batched; PING when idle."""
+        requests = self.requests
+        channel = self.channel
+        try:
+            while not self.closing.is_set():
+                if not requests.poll(self.heartbeat):
+                    channel.sendall(protocol.encode(FrameKind.PING))
+                    continue
+                batch = [requests.recv_bytes()]
+                size = len(batch[0])
+                while size < BATCH_BYTES and requests.poll(0):
+                    batch.append(requests.recv_bytes())
+                    size += len(batch[-1])
+                close_at = next((i for i, frame in enumerate(batch)
+                                 if frame[:1] == _CLOSE_KIND), None)
+                if close_at is not None:
+                    del batch[close_at:]
+                if batch:
+                    channel.sendall(batch[0] if len(batch) == 1 else b"".join(batch))
+                if close_at is not None:
+                    # End of input for the agent: it finishes and exits.
+                    channel.shutdown_write()
+                    return
+        except EOFError:
+            # The caller is gone: end the session so the agent ends too.
+            channel.close()
+        except OSError:
+            return
+
+
+def _local_python() -> str:
+    import platform
+
+    return platform.python_version()
+
+
+def _minor(version: str) -> Tuple[str, ...]:
+    return tuple(version.split(".")[:2])
+
+
+def carries_code(payload: bytes) -> bool:
+    """True if a serialized payload holds code objects (dill by value): those only
+    load on the Python minor version that made them."""
+    return b"_create_code" in payload
+
+
+def check_code_compatible(host: str, payload: bytes, remote_python: str) -> None:
+    """Raise VersionSkewError if ``payload`` carries code the remote cannot load."""
+    local = _local_python()
+    if carries_code(payload) and _minor(local) != _minor(remote_python):
+        raise VersionSkewError(
+            f"{host}: this object carries Python code (a function or class sent by value) "
+            f"made by Python {local}, which Python {remote_python} on the remote cannot "
+            f"load; define it in a module shipped with modules=[...] or use the same "
+            f"Python minor version on both ends", host, local=local, remote=remote_python)

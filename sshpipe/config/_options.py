@@ -963,8 +963,9 @@ def _table() -> Tuple[Dict[str, Option], Dict[str, str]]:
     for n in ("connectionattempts", "numberofpasswordprompts", "serveralivecountmax",
               "canonicalizemaxdots", "requiredrsasize"):
         add(n, _p_int)
-    add("connecttimeout", _p_time, aliases=("setuptimeout",))
-    add("serveraliveinterval", _p_time, aliases=("protocolkeepalives",))
+    add("connecttimeout", _p_time)
+    # Debian's keepalive patch: ProtocolKeepAlives and SetupTimeOut are aliases
+    add("serveraliveinterval", _p_time, aliases=("protocolkeepalives", "setuptimeout"))
     add("forwardx11timeout", _p_time)
     add("port", _p_port)
     for n in ("hostname", "user", "hostkeyalias", "preferredauthentications", "bindaddress",

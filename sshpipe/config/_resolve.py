@@ -436,11 +436,11 @@ class Resolver:
         if jump is not None and jump[0] == "none" and jump[1] is None and jump[2] in (None, -1, 0):
             jump = None
         for key in ("localcommand", "remotecommand", "proxycommand", "controlpath",
-                    "revokedhostkeys", "pkcs11provider", "securitykeyprovider", "knownhostscommand"):
+                    "revokedhostkeys", "pkcs11provider", "knownhostscommand"):
             if get(key) == "none":
                 del o[key]
-        if "securitykeyprovider" not in o and get("securitykeyprovider", 0) != "none":
-            pass
+        if get("securitykeyprovider") == "none":
+            o["securitykeyprovider"] = None
         # updatehostkeys default (before the known-hosts defaults are added)
         ukh = get("userknownhostsfile")
         if "updatehostkeys" not in o:
@@ -475,15 +475,13 @@ class Resolver:
         if get("forkafterauthentication") == "yes" and get("remotecommand") is None \
                 and get("sessiontype", "default") != "none":
             raise BadValue("Cannot fork into background without a command to execute.")
-        skp = get("securitykeyprovider")
-        if skp is not None and skp.startswith("$") and len(skp) > 1:
-            val = ctx.environ.get(skp[1:])
-            if val is None:
-                o["securitykeyprovider"] = None
-            else:
-                o["securitykeyprovider"] = val
-        elif skp is None:
+        # SecurityKeyProvider: "internal" by default; "none" clears it; a "$VAR"
+        # is only looked up when a key is used, after ``ssh -G`` prints.
+        if "securitykeyprovider" not in o:
             o["securitykeyprovider"] = "internal"
+        if "serveraliveinterval" not in o and get("batchmode") == "yes":
+            # Debian: BatchMode implies a 300 s ServerAliveInterval
+            o["serveraliveinterval"] = "300"
 
         short = ctx.local_hostname.split(".", 1)[0]
         tokens = {

@@ -108,7 +108,7 @@ def _compile_match(args: List[str]) -> Tuple[List[MatchCriterion], Optional[bool
         low = attr.lower()
         if low == "all":
             nxt = args[i] if i < len(args) else None
-            if attributes > 0 or (nxt is not None and nxt != "" and not nxt.startswith("#")):
+            if attributes > 1 or (nxt is not None and nxt != "" and not nxt.startswith("#")):
                 raise BadValue(f"'{oattr}' cannot be combined with other Match attributes")
             return crits, not negate
         attributes += 1

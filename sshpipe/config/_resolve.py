@@ -347,7 +347,7 @@ class Resolver:
                 except FileNotFoundError:
                     continue
                 except IsADirectoryError:
-                    raise self._err(f"Can't open user config file {path}: Is a directory", cf, lineno) from None
+                    continue   # ssh reads a directory as an empty file
                 self._run(sub, st, nevermatch=not active, depth=depth + 1)
 
     # ------------------------------------------------------------ Match

@@ -211,6 +211,17 @@ def _attach(handler: _QueueHandler, names: Iterable[str]) -> List[logging.Logger
     return attached
 
 
+def _detach_all(token: str) -> None:
+    """Remove every handler carrying ``token`` from every logger of this process."""
+    loggers = [logging.getLogger()] + [
+        lg for lg in list(logging.Logger.manager.loggerDict.values())
+        if isinstance(lg, logging.Logger)]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if getattr(handler, "token", None) == token:
+                logger.removeHandler(handler)
+
+
 def _safe_part(value: Any) -> str:
     text = _UNSAFE.sub("_", str(value)).lstrip(".")
     return text
@@ -451,7 +462,6 @@ class MpLogger:
         self._owner_pid: Optional[int] = None
         self._info: Optional[LoggerInfo] = None
         self._listener: Optional[_Listener] = None
-        self._attached: List[Tuple[logging.Logger, logging.Handler]] = []
         self._end_sent = False
 
     def __repr__(self) -> str:
@@ -513,7 +523,7 @@ class MpLogger:
             handler = _QueueHandler(records, info.token, self.logging_level)
             logger = logging.getLogger(main_name)
             logger.setLevel(self.logging_level)
-            self._attached = [(lg, handler) for lg in _attach(handler, [CAPTURE_LOGGER, main_name])]
+            _attach(handler, [CAPTURE_LOGGER, main_name])
             self._listener, self._info = listener, info
             self._owner_pid = os.getpid()
             self._state = MpLoggerState.RUNNING
@@ -580,9 +590,8 @@ class MpLogger:
             if os.getpid() != self._owner_pid:
                 raise RuntimeError("stop() must be called in the process that called start()")
             assert self._listener is not None and self._info is not None
-            for logger, handler in self._attached:
-                logger.removeHandler(handler)
-            self._attached = []
+            # Those start() attached, and any get_logger() in this process added.
+            _detach_all(self._info.token)
             if not self._end_sent:
                 self._info.queue.put(_END)
                 self._end_sent = True

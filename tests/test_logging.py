@@ -369,6 +369,31 @@ def test_remote_records_after_stop_go_nowhere(make_mplogger, tmp_path):
         _remote_record("db1", "p1", logging.ERROR, "late"))
 
 
+def test_stop_detaches_get_logger_handlers_of_its_own_process(make_mplogger, tmp_path):
+    """get_logger() in the starting process is written, then detached by stop()."""
+    name = _unique("thread")
+    mplogger = make_mplogger(logdir=tmp_path)
+    mplogger.start(_unique("main"))
+    logger = MpLogger.get_logger(mplogger.logger_info(), name=name)
+    logger.info("from the main process")
+    mplogger.stop(timeout=STOP_TIMEOUT)
+    assert not any(hasattr(h, "token") for h in logger.handlers)
+    assert len(_lines(tmp_path / f"{name}.log")) == 1
+
+
+def test_get_logger_parent_after_child_logs_once(make_mplogger, tmp_path):
+    """get_logger('a.b') then get_logger('a') leaves one handler: 'a.b' records once."""
+    base = _unique("nest")
+    mplogger = make_mplogger(logdir=tmp_path)
+    mplogger.start(_unique("main"))
+    info = mplogger.logger_info()
+    child = MpLogger.get_logger(info, name=f"{base}.b")
+    MpLogger.get_logger(info, name=base)
+    child.info("once")
+    mplogger.stop(timeout=STOP_TIMEOUT)
+    assert len(_lines(tmp_path / f"{base}.b.log")) == 1
+
+
 # -- lifecycle and arguments ------------------------------------------------------------
 
 def test_lifecycle_states_and_misuse(make_mplogger, tmp_path):

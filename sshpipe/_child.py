@@ -181,6 +181,9 @@ class ChildSession:
             rest = pending[end + 1:]
             break
         remote_python = status.get("python", "?")
+        self.emit(protocol.encode_json(FrameKind.CONNECTED, {
+            "bundle_sent": bool(status.get("need")), "cache": status.get("cache"),
+            "bundle_hash": bundle.digest}))
         if status.get("error"):
             raise VersionSkewError(f"{pipe.host}: {status['error']}", pipe.host,
                                    local=_local_python(), remote=remote_python)

@@ -25,6 +25,7 @@ agent if the caller hangs up while a handler is stuck.
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 import os
@@ -134,13 +135,28 @@ class _FrameLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def _versions() -> dict:
+def _dill_version() -> Optional[str]:
+    """dill's version without importing it (the import costs tens of ms, and an
+    agent whose messages are plain data never needs dill)."""
+    loaded = sys.modules.get("dill")
+    if loaded is not None:
+        return getattr(loaded, "__version__", None)
+    spec = importlib.util.find_spec("dill")
+    if spec is None or not spec.origin:
+        return None
     try:
-        import dill
-        dill_version: Optional[str] = dill.__version__
-    except ImportError:
-        dill_version = None
-    return {"python": platform.python_version(), "dill": dill_version}
+        with open(os.path.join(os.path.dirname(spec.origin), "__info__.py"),
+                  encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("__version__"):
+                    return line.split("=", 1)[1].strip().strip("'\"")
+    except OSError:
+        pass
+    return None
+
+
+def _versions() -> dict:
+    return {"python": platform.python_version(), "dill": _dill_version()}
 
 
 class _Agent:

@@ -254,7 +254,9 @@ class SSHPipe(multiprocessing.Process):
 
     @property
     def remote_info(self) -> Dict[str, Any]:
-        """The agent's hello: protocol, pid, host, handler, python, dill."""
+        """The agent's hello: protocol, pid, host, handler, handler_id, python,
+        dill; for zero-install agents also bundle_sent (False on a warm start),
+        cache and bundle_hash."""
         return dict(self._hello)
 
     @property
@@ -600,9 +602,11 @@ class SSHPipe(multiprocessing.Process):
             self._stderr += frame.payload
         elif kind == FrameKind.ERROR:
             self._record_error(protocol.decode_json(frame))
+        elif kind == FrameKind.CONNECTED:
+            self._hello.update(protocol.decode_json(frame))
         elif kind == FrameKind.HELLO:
             with self._cond:
-                self._hello = protocol.decode_json(frame)
+                self._hello.update(protocol.decode_json(frame))
                 if self._state is PipeState.STARTING:
                     self._state = PipeState.RUNNING
                 self._cond.notify_all()

@@ -5,8 +5,8 @@
      process that called start()                            child processes (any start method)
     +-----------------------------------------------+      +-------------------------------+
     | start() logger ---+                           |      | get_logger(info) logger --+   |
-    | "sshpipe" logger -+-> _QueueHandler --+       |      | "sshpipe" logger ---------+   |
-    |   ^ remote agents' records, re-emitted|       |      |            _QueueHandler  |   |
+    | "sshpipe" logger -+-> QueueHandler ---+       |      | "sshpipe" logger ---------+   |
+    |   ^ remote agents' records, re-emitted|       |      |             QueueHandler  |   |
     |     as sshpipe.remote.<host>          v       |      +---------------------------|---+
     |                       records queue (spawn ctx) <--------------------------------+
     |                                       |       |
@@ -45,7 +45,6 @@ import enum
 import logging
 import logging.handlers
 import multiprocessing
-import operator
 import os
 import queue as queue_module
 import re
@@ -53,10 +52,11 @@ import sys
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from sshpipe._logfiles import TimedSizedRotatingHandler
 from sshpipe._logformat import LevelBasedFormatter
+from sshpipe._logwire import QueueHandler, attach, detach_all, from_wire
 
 __all__ = [
     "LevelBasedFormatter",
@@ -110,116 +110,6 @@ class LoggerInfo:
     token: str            # identifies this MpLogger's handlers in a logger chain
     logging_level: int
     name: str             # the main logger's name; default for get_logger()
-
-
-# LogRecord attributes sent as a bare tuple, in this order; msg travels beside them
-# and args, exc_info, exc_text, stack_info arrive as None (merged into msg, as
-# QueueHandler.prepare does). A tuple pickles and unpickles several times faster
-# than a LogRecord, which names every attribute in every record. Attributes not
-# listed here (``host``, ``pipe``, ``extra=``) travel in a dict beside the tuple.
-_WIRE_FIELDS = ("name", "levelname", "levelno", "pathname", "filename", "module", "lineno",
-                "funcName", "created", "msecs", "relativeCreated", "thread", "threadName",
-                "processName", "process")
-_WIRE_GET = operator.itemgetter(*_WIRE_FIELDS)
-_NOT_EXTRA = frozenset(_WIRE_FIELDS) | {"msg", "args", "exc_info", "exc_text", "stack_info",
-                                        "message", "asctime"}
-_CLEARED = {"args": None, "exc_info": None, "exc_text": None, "stack_info": None}
-
-
-def _to_wire(record: logging.LogRecord, msg: str) -> Tuple[str, tuple, Optional[dict]]:
-    attrs = record.__dict__
-    try:
-        values = _WIRE_GET(attrs)
-    except KeyError:                        # a record built by hand, missing some
-        values = tuple(attrs.get(field) for field in _WIRE_FIELDS)
-    extra_names = attrs.keys() - _NOT_EXTRA
-    extras = {name: attrs[name] for name in extra_names} if extra_names else None
-    return msg, values, extras
-
-
-def _from_wire(item: Any) -> logging.LogRecord:
-    if isinstance(item, logging.LogRecord):  # from a plain QueueHandler on our queue
-        return item
-    msg, values, extras = item
-    record = logging.LogRecord.__new__(logging.LogRecord)
-    attrs = record.__dict__
-    attrs.update(zip(_WIRE_FIELDS, values))
-    attrs.update(_CLEARED)
-    attrs["msg"] = msg
-    if extras:
-        attrs.update(extras)
-    return record
-
-
-class _QueueHandler(logging.handlers.QueueHandler):
-    """Puts records on an MpLogger's queue; ``token`` says which MpLogger."""
-
-    def __init__(self, queue: Any, token: str, level: int):
-        super().__init__(queue)
-        self.token = token
-        self.setLevel(level)
-
-    def prepare(self, record: logging.LogRecord) -> Any:
-        """The wire form of ``record``: message merged with its arguments and any
-        traceback, then the attributes; the record itself is left as it was."""
-        if record.exc_info or record.exc_text or record.stack_info or self.formatter:
-            msg = self.format(record)
-        else:
-            msg = record.getMessage()
-        return _to_wire(record, msg)
-
-
-def _has_token(logger: logging.Logger, token: str) -> bool:
-    return any(getattr(h, "token", None) == token for h in logger.handlers)
-
-
-def _is_covered(logger: logging.Logger, token: str) -> bool:
-    """True if a record logged on ``logger`` already reaches a handler with ``token``."""
-    current: Optional[logging.Logger] = logger
-    while current is not None:
-        if _has_token(current, token):
-            return True
-        if not current.propagate:
-            return False
-        current = current.parent
-    return False
-
-
-def _attach(handler: _QueueHandler, names: Iterable[str]) -> List[logging.Logger]:
-    """Attach ``handler`` so that records of every logger in ``names`` reach it once.
-
-    Returns:
-        The loggers the handler was added to.
-    """
-    attached = []
-    # Shallowest first, so a logger under one already covered is skipped.
-    for name in sorted(set(names), key=lambda n: (n.count("."), n)):
-        logger = logging.getLogger(name)
-        if _is_covered(logger, handler.token):
-            continue
-        # A descendant attached earlier (e.g. get_logger("a.b") then get_logger("a"))
-        # would now get each record twice: detach it there.
-        prefix = f"{logger.name}." if name else ""
-        for other_name, other in list(logging.Logger.manager.loggerDict.items()):
-            if (isinstance(other, logging.Logger) and other_name.startswith(prefix)
-                    and other is not logger):
-                for other_handler in list(other.handlers):
-                    if getattr(other_handler, "token", None) == handler.token:
-                        other.removeHandler(other_handler)
-        logger.addHandler(handler)
-        attached.append(logger)
-    return attached
-
-
-def _detach_all(token: str) -> None:
-    """Remove every handler carrying ``token`` from every logger of this process."""
-    loggers = [logging.getLogger()] + [
-        lg for lg in list(logging.Logger.manager.loggerDict.values())
-        if isinstance(lg, logging.Logger)]
-    for logger in loggers:
-        for handler in list(logger.handlers):
-            if getattr(handler, "token", None) == token:
-                logger.removeHandler(handler)
 
 
 def _safe_part(value: Any) -> str:
@@ -340,7 +230,7 @@ class _Listener:
 
     def _dispatch(self, item: Any) -> None:
         try:
-            record = _from_wire(item)
+            record = from_wire(item)
             key = tuple(_safe_part(getattr(record, field, "")) for field in self._key_fields)
             handlers = self._routes.get(key)
             if handlers is None:
@@ -520,10 +410,10 @@ class MpLogger:
                 self.file_prefix, self.file_suffix, self.file_mode, self.handler_kwargs)
             listener.start()
             info = LoggerInfo(records, uuid.uuid4().hex, self.logging_level, main_name)
-            handler = _QueueHandler(records, info.token, self.logging_level)
+            handler = QueueHandler(records, info.token, self.logging_level)
             logger = logging.getLogger(main_name)
             logger.setLevel(self.logging_level)
-            _attach(handler, [CAPTURE_LOGGER, main_name])
+            attach(handler, [CAPTURE_LOGGER, main_name])
             self._listener, self._info = listener, info
             self._owner_pid = os.getpid()
             self._state = MpLoggerState.RUNNING
@@ -563,8 +453,8 @@ class MpLogger:
             raise TypeError(f"logger_info must come from MpLogger.logger_info(), "
                             f"not {type(logger_info).__name__}")
         name = name or logger_info.name
-        handler = _QueueHandler(logger_info.queue, logger_info.token, logger_info.logging_level)
-        _attach(handler, [CAPTURE_LOGGER, name])
+        handler = QueueHandler(logger_info.queue, logger_info.token, logger_info.logging_level)
+        attach(handler, [CAPTURE_LOGGER, name])
         logger = logging.getLogger(name)
         logger.setLevel(logger_info.logging_level)
         return logger
@@ -591,7 +481,7 @@ class MpLogger:
                 raise RuntimeError("stop() must be called in the process that called start()")
             assert self._listener is not None and self._info is not None
             # Those start() attached, and any get_logger() in this process added.
-            _detach_all(self._info.token)
+            detach_all(self._info.token)
             if not self._end_sent:
                 self._info.queue.put(_END)
                 self._end_sent = True

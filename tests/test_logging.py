@@ -49,7 +49,21 @@ def _log_exception(info: LoggerInfo, name: str) -> None:
         logger.exception("child failed")
 
 
-def _run_children(ctx, target: Callable, args_list: List[tuple]) -> None:
+def _log_then_exit(info: LoggerInfo, name: str, count: int) -> None:
+    logger = MpLogger.get_logger(info, name=name)
+    for i in range(count):
+        logger.info("before exit %d", i)
+    sys.exit(3)
+
+
+def _handle_remote_record(info: LoggerInfo, host: str) -> None:
+    # This child is the caller of an SSHPipe: remote records are re-emitted here.
+    MpLogger.get_logger(info, name="child-main")
+    record = _remote_record(host, "p7", logging.WARNING, "from %s via a child", (host,))
+    logging.getLogger(f"sshpipe.remote.{host}").handle(record)
+
+
+def _run_children(ctx, target: Callable, args_list: List[tuple], exitcode: int = 0) -> None:
     procs = [ctx.Process(target=target, args=args) for args in args_list]
     for proc in procs:
         proc.start()
@@ -59,7 +73,7 @@ def _run_children(ctx, target: Callable, args_list: List[tuple]) -> None:
         if proc.is_alive():
             proc.kill()
             proc.join(JOIN_TIMEOUT)
-        assert proc.exitcode == 0, f"{proc.name} exit code {proc.exitcode}"
+        assert proc.exitcode == exitcode, f"{proc.name} exit code {proc.exitcode}"
 
 
 # -- fixtures -----------------------------------------------------------------------
@@ -159,6 +173,17 @@ def test_child_exception_traceback_reaches_the_file(make_mplogger, tmp_path):
     text = (tmp_path / f"{name}.log").read_text(encoding="utf-8")
     assert "child failed" in text and "ValueError: boom in child" in text
     assert "Traceback (most recent call last)" in text
+
+
+def test_child_ending_with_sys_exit_delivers_every_record(make_mplogger, tmp_path):
+    """A child that logs 2,000 records and calls sys.exit(3) at once loses none of them."""
+    name = _unique("exiting")
+    mplogger = make_mplogger(logdir=tmp_path)
+    mplogger.start()
+    _run_children(multiprocessing.get_context("spawn"), _log_then_exit,
+                  [(mplogger.logger_info(), name, 2_000)], exitcode=3)
+    mplogger.stop(timeout=STOP_TIMEOUT)
+    assert len(_lines(tmp_path / f"{name}.log")) == 2_000
 
 
 # -- files: keys, consolidation, names, modes -------------------------------------------
@@ -345,6 +370,17 @@ def test_remote_records_land_in_the_files_with_their_host(make_mplogger, tmp_pat
     assert consolidated[0] == f"{socket.gethostname()}  {base}.main: local line"
     assert consolidated[1:] == ["db1 p1 sshpipe.remote.db1: remote db1 says 7",
                                 "web2 p1 sshpipe.remote.web2: remote web2 says 7"]
+
+
+def test_remote_records_handled_in_a_child_reach_the_files(make_mplogger, tmp_path):
+    """A child that called get_logger() also forwards remote records re-emitted in it."""
+    mplogger = make_mplogger(logdir=tmp_path,
+                             level_formats={"default": "%(host)s %(pipe)s %(message)s"})
+    mplogger.start(_unique("main"))
+    _run_children(multiprocessing.get_context("spawn"), _handle_remote_record,
+                  [(mplogger.logger_info(), "db3")])
+    mplogger.stop(timeout=STOP_TIMEOUT)
+    assert _lines(tmp_path / "sshpipe.remote.db3.log") == ["db3 p7 from db3 via a child"]
 
 
 def test_remote_records_by_host_key(make_mplogger, tmp_path):

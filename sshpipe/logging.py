@@ -260,7 +260,7 @@ class _Listener:
         if handler is None:
             handler = TimedSizedRotatingHandler(path, mode=self._file_mode, **self._handler_kwargs)
             handler.setFormatter(self._formatter)
-            handler.flush_every_record = False    # _run flushes when the queue is idle
+            handler.flush_every_record = False    # _flush_loop flushes every FLUSH_INTERVAL
             self._files[path] = handler
         return handler
 
@@ -401,7 +401,9 @@ class MpLogger:
                 raise RuntimeError(f"start() needs a new MpLogger; {self!r}")
             main_name = name or self.name or DEFAULT_NAME
             logdir = _prepare_logdir(self.logdir) if self.logdir is not None else None
-            # spawn context: its locks may be shared with children of every start method.
+            # Owned by this process: read only by the listener, closed by stop().
+            # Children get it through LoggerInfo and only put. A spawn-context queue,
+            # because its locks may be shared with children of every start method.
             records = multiprocessing.get_context("spawn").Queue()
             formatter = LevelBasedFormatter(self.level_formats, self.datefmt)
             listener = _Listener(
@@ -491,6 +493,9 @@ class MpLogger:
             self._info.queue.close()
             self._info.queue.join_thread()
             self._state = MpLoggerState.STOPPED
+            if self._listener.failures:
+                _log.warning("mplogger.stop: %d record(s) could not be written; last error: %r",
+                             self._listener.failures, self._listener.last_failure)
 
     def __enter__(self) -> "MpLogger":
         if self._state is MpLoggerState.NEW:

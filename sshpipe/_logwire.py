@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import operator
+import sys
 from typing import Any, Iterable, List, Optional, Tuple
 
 __all__ = ["QueueHandler", "attach", "detach_all", "from_wire", "to_wire"]
@@ -23,7 +24,7 @@ __all__ = ["QueueHandler", "attach", "detach_all", "from_wire", "to_wire"]
 # listed here (``host``, ``pipe``, ``extra=``) travel in a dict beside the tuple.
 _WIRE_FIELDS = ("name", "levelname", "levelno", "pathname", "filename", "module", "lineno",
                 "funcName", "created", "msecs", "relativeCreated", "thread", "threadName",
-                "processName", "process")
+                "processName", "process") + (("taskName",) if sys.version_info >= (3, 12) else ())
 _WIRE_GET = operator.itemgetter(*_WIRE_FIELDS)
 _NOT_EXTRA = frozenset(_WIRE_FIELDS) | {"msg", "args", "exc_info", "exc_text", "stack_info",
                                         "message", "asctime"}

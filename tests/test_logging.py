@@ -430,6 +430,36 @@ def test_get_logger_parent_after_child_logs_once(make_mplogger, tmp_path):
     assert len(_lines(tmp_path / f"{base}.b.log")) == 1
 
 
+def test_lines_reach_the_disk_while_running(make_mplogger, tmp_path):
+    """Without stop(), a record is on disk within the flush interval (waited for up to 10 s)."""
+    name = _unique("live")
+    mplogger = make_mplogger(logdir=tmp_path)
+    mplogger.start(name).info("soon on disk")
+    path = tmp_path / f"{name}.log"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if path.exists() and "soon on disk" in path.read_text(encoding="utf-8"):
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail("record not flushed while running")
+
+
+def test_wire_form_round_trip_keeps_attributes():
+    """A record rebuilt from its wire form has the same attributes; args merged, extras kept."""
+    from sshpipe._logwire import from_wire, to_wire
+    record = logging.LogRecord("n.x", logging.ERROR, "/p/f.py", 7, "a %s b", ("X",), None, "fn")
+    record.host = "db1"
+    rebuilt = from_wire(to_wire(record, record.getMessage()))
+    assert rebuilt.getMessage() == "a X b" and rebuilt.args is None
+    for attr in ("name", "levelno", "levelname", "pathname", "lineno", "funcName", "created",
+                 "process", "processName", "thread", "host"):
+        assert getattr(rebuilt, attr) == getattr(record, attr), attr
+    partial = logging.LogRecord.__new__(logging.LogRecord)
+    partial.__dict__.update({"name": "bare", "levelno": 20, "msg": "m"})
+    assert from_wire(to_wire(partial, "m")).name == "bare"
+
+
 # -- lifecycle and arguments ------------------------------------------------------------
 
 def test_lifecycle_states_and_misuse(make_mplogger, tmp_path):

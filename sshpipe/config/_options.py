@@ -575,23 +575,25 @@ def _p_logverbose(args, rest, name):
     return vals[:1]
 
 
-def _valid_domain(d: str) -> str:
-    d = d.lower()
+def _valid_domain(d: str, lower: bool = True) -> str:
+    """``valid_domain()``: letters, digits, ".", "-", "_"; no "..".
+
+    Returns the (lower-cased) name or raises BadValue with OpenSSH's reason.
+    """
+    if lower:
+        d = d.lower()
     if not d:
         raise BadValue("empty domain name")
-    if len(d) > 255:
-        raise BadValue("domain name too long")
-    if not d[0].isalnum() or not d[0].isascii():
+    if not (d[0].isascii() and d[0].isalnum()):
         raise BadValue(f'domain name "{d}" starts with invalid character')
-    prev = ""
+    last = ""
     for c in d:
-        if not (c.isascii() and (c.isalnum() or c in "-.")):
-            raise BadValue(f'domain name "{d}" contains invalid characters')
-        if c == "." and prev == ".":
+        cl = c.lower()
+        if last == "." and cl == ".":
             raise BadValue(f'domain name "{d}" contains consecutive separators')
-        prev = c
-    if d[-1] in ".-":
-        raise BadValue(f'domain name "{d}" ends with invalid character')
+        if not (cl in ".-_" or (cl.isascii() and cl.isalnum())):
+            raise BadValue(f'domain name "{d}" contains invalid characters')
+        last = cl
     return d
 
 
@@ -844,31 +846,72 @@ def _parse_user_host_port(s: str):
     return user, host, port
 
 
+def _urldecode(s: str) -> Optional[str]:
+    out = []
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c == "%":
+            h = s[i + 1:i + 3]
+            if len(h) < 2 or not all(x in "0123456789abcdefABCDEF" for x in h):
+                return None
+            out.append(chr(int(h, 16)))
+            i += 3
+            continue
+        if c == "+":
+            c = " "
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
 def _parse_ssh_uri(s: str):
-    """1: not a URI, None: bad URI, tuple: (user, host, port)."""
+    """``parse_ssh_uri()``: 1 when not a URI, None when bad, else (user, host, port)."""
     if not s.lower().startswith("ssh://"):
         return 1
     tmp = s[6:]
     user = None
-    at = tmp.rfind("@")
+    at = tmp.find("@")
     if at >= 0:
         user = tmp[:at].split(";", 1)[0]
         if user == "":
             return None
-        tmp = tmp[at + 1:]
-    path_at = tmp.find("/")
-    if path_at >= 0:
-        if tmp[path_at:] not in ("/",):
+        user = _urldecode(user)
+        if user is None:
             return None
-        tmp = tmp[:path_at]
-    host, port_s = _hpdelim(tmp)
-    if host is None or host == "":
+        tmp = tmp[at + 1:]
+    if tmp.startswith("["):
+        end = tmp.find("]")
+        if end < 0:
+            return None
+        host = tmp[1:end]
+        tmp = tmp[end + 1:]
+        delim = tmp[:1]
+        tmp = tmp[1:]
+        if delim not in ("", ":", "/"):
+            return None
+    else:
+        cut = min([i for i in (tmp.find(":"), tmp.find("/")) if i >= 0], default=-1)
+        if cut < 0:
+            host, delim, tmp = tmp, "", ""
+        else:
+            host, delim, tmp = tmp[:cut], tmp[cut], tmp[cut + 1:]
+    if host == "":
+        return None
+    try:
+        _valid_domain(host, lower=False)
+    except BadValue:
         return None
     port = -1
-    if port_s:
-        port = a2port(port_s)
-        if port <= 0:
-            return None
+    if tmp:
+        if delim == ":":
+            portpart, slash, rest = tmp.partition("/")
+            port = a2port(portpart)
+            if port <= 0:
+                return None
+            tmp = rest if slash else ""
+        if tmp:
+            return None   # a path is not allowed
     return user, host, port
 
 

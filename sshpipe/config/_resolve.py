@@ -125,23 +125,54 @@ def expand_tokens(value: str, tokens: Mapping[str, str], environ: Optional[Mappi
     return "".join(out)
 
 
-def tilde_expand(name: str, home: str) -> str:
-    """``tilde_expand_filename()``: "~/x" and "~user/x" ("~x" means home + "x")."""
+def tilde_expand(name: str, home: str, local_user: Optional[str] = None) -> str:
+    """``tilde_expand()``: "~", "~/x", "~user", "~user/x" (extra slashes dropped).
+
+    ``~`` is the local user's home (``home``); another user's home comes
+    from the password database.
+    """
     if not name.startswith("~"):
         return name
-    rest = name[1:]
-    slash = rest.find("/")
-    if slash > 0:
-        user = rest[:slash]
+    copy = name[1:]
+    user = None
+    if copy == "":
+        path = None
+    elif copy.startswith("/"):
+        path = copy.lstrip("/") or None
+    else:
+        user, slash, rest = copy.partition("/")
+        path = rest.lstrip("/") or None if slash else None
+    if user is not None and user != local_user:
         import pwd
         try:
             home = pwd.getpwnam(user).pw_dir
         except KeyError:
-            raise BadValue(f"tilde_expand_filename: No such user {user}") from None
+            raise BadValue(f"tilde_expand: No such user {user}") from None
     sep = "" if home.endswith("/") else "/"
-    if slash >= 0:
-        rest = rest[slash + 1:]
-    return f"{home}{sep}{rest}"
+    return f"{home}{sep}{path or ''}"
+
+
+def _valid_hostname(s: str) -> bool:
+    """ssh's check of a host name typed by the user (no shell metacharacters)."""
+    if s.startswith("-"):
+        return False
+    return not any(c in "'`\"$\\;&<>|(){}," or c.isspace() or ord(c) < 32 or ord(c) == 127
+                   for c in s)
+
+
+def _valid_ruser(s: str) -> bool:
+    """ssh's check of a user name given with -l or user@host."""
+    if s.startswith("-"):
+        return False
+    for i, c in enumerate(s):
+        if c in "'`\";&<>|(){}":
+            return False
+        nxt = s[i + 1] if i + 1 < len(s) else ""
+        if c.isspace() and nxt == "-":
+            return False
+        if c == "\\" and nxt == "":
+            return False
+    return True
 
 
 def _is_addr(host: str) -> bool:
@@ -202,6 +233,10 @@ class Resolver:
 
     # ------------------------------------------------------------ passes
     def resolve(self, host_arg: str, user: Optional[str], port: Optional[int]) -> Dict[str, object]:
+        if not _valid_hostname(host_arg):
+            raise SSHConfigError(f"hostname contains invalid characters: {host_arg!r}")
+        if user is not None and not _valid_ruser(user):
+            raise SSHConfigError(f"remote username contains invalid characters: {user!r}")
         o: Dict[str, object] = {"_lfwd": [], "_rfwd": []}
         if user is not None:
             o["user"] = user
@@ -494,7 +529,7 @@ class Resolver:
         home = ctx.home
 
         def pde(v, what):
-            return expand_tokens(tilde_expand(v, home), tokens, env, what)
+            return expand_tokens(tilde_expand(v, home, ctx.local_user), tokens, env, what)
 
         if get("remotecommand") is not None:
             o["remotecommand"] = expand_tokens(o["remotecommand"], tokens, None, "percent_expand")

@@ -167,7 +167,7 @@ class _Agent:
         self.in_fd = in_fd
         self.writer = _Writer(out_fd)
         self.reader = protocol.FrameReader()
-        self.frames: Deque[Frame] = deque()
+        self.frames: Deque[Union[Frame, Exception]] = deque()
         self.heartbeat = 5.0
         self.heartbeat_timeout = 30.0
         self.last_input = time.monotonic()
@@ -335,20 +335,25 @@ class _Agent:
 
 
 def _read_start(in_fd: int, max_frame: int) -> Tuple[dict, bytes]:
-    """Block until the caller's START frame; return its settings and the bytes after it."""
+    """Block until the caller's START frame; return its settings and the bytes after
+    it (which are not parsed here: bad input there is the main loop's to report)."""
     pending = b""
     while True:
         data = os.read(in_fd, 65536)
         if not data:
             raise EOFError("the caller closed the pipe before sending START")
         pending += data
-        frames = protocol.FrameReader(max_frame).feed(pending)
-        if not frames:
+        if len(pending) < 5:
             continue
-        first = frames[0]
-        if first.kind != FrameKind.START:
-            raise ProtocolError(f"expected START, got {first.kind.name} first")
-        return protocol.decode_json(first), pending[5 + len(first.payload):]
+        kind, size = pending[0], int.from_bytes(pending[1:5], "big")
+        if kind != FrameKind.START:
+            raise ProtocolError(f"expected START, got frame kind {kind} first")
+        if size > max_frame:
+            raise ProtocolError(f"START frame of {size} bytes is too large")
+        if len(pending) < 5 + size:
+            continue
+        (start,) = protocol.FrameReader(max_frame).feed(pending[:5 + size])
+        return protocol.decode_json(start), pending[5 + size:]
 
 
 def _kill_children() -> None:
@@ -401,7 +406,10 @@ def serve(handler: SSHPipeHandler) -> int:
     agent.heartbeat = float(settings.get("heartbeat", agent.heartbeat))
     agent.heartbeat_timeout = float(settings.get("heartbeat_timeout", agent.heartbeat_timeout))
     agent.reader.max_frame = int(settings.get("max_frame", protocol.DEFAULT_MAX_FRAME))
-    agent.frames.extend(agent.reader.feed(rest))
+    try:
+        agent.frames.extend(agent.reader.feed(rest))
+    except ProtocolError as exc:
+        agent.frames.append(exc)  # reported through the main loop, like any bad input
     extra_terms = settings.get("term_messages") or []
     handler.term_messages = handler.term_messages | frozenset(extra_terms)
     handler._agent = agent

@@ -199,21 +199,25 @@ class SyncScanner:
     """Skips what precedes :data:`SYNC` on the agent's stdout.
 
     :meth:`feed` returns None until the marker has been seen, then the bytes after
-    it (to be given to a :class:`FrameReader`). ``preamble`` keeps what was skipped,
+    it (to be given to a :class:`FrameReader`), and from then on its input as is. ``preamble`` keeps what was skipped,
     so it can be shown as the remote's output.
     """
 
     def __init__(self, limit: int = MAX_PREAMBLE):
         self.limit = limit
         self.preamble = b""
+        self.synced = False
         self._pending = b""
 
     def feed(self, data: bytes) -> Optional[bytes]:
+        if self.synced:
+            return data
         pending = self._pending + data
         index = pending.find(SYNC)
         if index >= 0:
             self.preamble += pending[:index]
             self._pending = b""
+            self.synced = True
             return pending[index + len(SYNC):]
         # Keep a tail that could be the start of a split marker.
         keep = len(SYNC) - 1

@@ -125,3 +125,23 @@ def test_namespace_link_down_makes_host_unreachable(netns_hosts):
     client = _connect(host.address, 22, host.server.user, netns_hosts.key_path,
                       netns_hosts.known_hosts_path)
     client.close()
+
+
+def test_owned_sshd_pids_finds_listener_and_connection_processes():
+    """The leak check finds a server's listener and its per-connection sshd by owner."""
+    from sshpipe.testing import owned_sshd_pids
+
+    with LocalSSHServer(alias="tracked") as server:
+        client = _connect(server.address, server.port, server.user, server.key_path,
+                          server.known_hosts_path)
+        try:
+            everything = set(owned_sshd_pids(os.getpid()))
+            assert server.pid in everything
+            owned = {server.pid} | (set(descendants(server.pid)) & everything)
+            assert len(owned) >= 2, "connection sshd not found"
+        finally:
+            client.close()
+    deadline = time.monotonic() + 10
+    while owned & set(owned_sshd_pids(os.getpid())) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not owned & set(owned_sshd_pids(os.getpid()))

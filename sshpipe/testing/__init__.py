@@ -9,7 +9,8 @@
   namespace hosts, skipped with the reason when not root).
 """
 from sshpipe.testing._netns import NamespaceHost, NamespaceHosts, netns_unavailable_reason
-from sshpipe.testing._sshd import LocalSSHServer, SSHServerError, descendants, free_port
+from sshpipe.testing._sshd import (LocalSSHServer, SSHServerError, descendants, free_port,
+                                   owned_sshd_pids)
 
 __all__ = [
     "LocalSSHServer",
@@ -19,4 +20,5 @@ __all__ = [
     "descendants",
     "free_port",
     "netns_unavailable_reason",
+    "owned_sshd_pids",
 ]

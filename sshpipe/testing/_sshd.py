@@ -21,7 +21,8 @@ from typing import List, Optional
 
 from sshpipe.errors import SSHPipeError
 
-__all__ = ["LocalSSHServer", "SSHServerError", "descendants", "find_sshd", "free_port", "generate_key"]
+__all__ = ["LocalSSHServer", "SSHServerError", "descendants", "find_sshd", "free_port",
+           "generate_key", "owned_sshd_pids"]
 
 # How long sshd may take to accept SSH after being started. It is usually ready in
 # about 10 ms; a loaded CI machine can be a hundred times slower.
@@ -383,3 +384,18 @@ def _signal(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def owned_sshd_pids(owner: int) -> List[int]:
+    """Live sshd processes descending from process ``owner``: the listeners it
+    started and their per-connection children. A server stopped properly leaves
+    none (stop() ends the listener's descendants before the listener)."""
+    found = []
+    for pid in descendants(owner):
+        try:
+            with open(f"/proc/{pid}/comm", "rb") as comm:
+                if comm.read().strip() == b"sshd" and _exists(pid):
+                    found.append(pid)
+        except OSError:
+            continue
+    return found

@@ -215,10 +215,10 @@ class SSHConfig:
         from sshpipe.config._edit import set_option
         set_option(self, host, keyword, value)
 
-    def unset(self, host: str, keyword: str) -> None:
-        """Remove ``keyword`` lines from the Host block ``host``."""
+    def unset(self, host: str, keyword: str) -> int:
+        """Remove ``keyword`` lines from the Host block ``host``; returns how many."""
         from sshpipe.config._edit import unset_option
-        unset_option(self, host, keyword)
+        return unset_option(self, host, keyword)
 
     def remove_host(self, host: str) -> None:
         """Remove the Host block ``host`` (its lines and nothing else)."""

@@ -400,7 +400,9 @@ def connect(settings: ConnectSettings, *, timeout: Optional[float] = None,
         try:
             transport.start_client(timeout=timeout)
         except paramiko.SSHException as exc:
-            if "timeout" in str(exc).lower() or "timed out" in str(exc).lower():
+            text = str(exc).lower()
+            if (isinstance(exc.__context__, (socket.timeout, TimeoutError))
+                    or "timeout" in text or "timed out" in text):
                 raise ConnectTimeout(f"{settings.alias}: SSH handshake with "
                                      f"{settings.describe()} timed out after {timeout:g} s",
                                      settings.alias) from exc

@@ -10,7 +10,7 @@
 """
 from sshpipe.testing._netns import NamespaceHost, NamespaceHosts, netns_unavailable_reason
 from sshpipe.testing._sshd import (LocalSSHServer, SSHServerError, descendants, free_port,
-                                   owned_sshd_pids)
+                                   generate_key, owned_sshd_pids)
 
 __all__ = [
     "LocalSSHServer",
@@ -19,6 +19,7 @@ __all__ = [
     "SSHServerError",
     "descendants",
     "free_port",
+    "generate_key",
     "netns_unavailable_reason",
     "owned_sshd_pids",
 ]

@@ -1,0 +1,192 @@
+"""Connecting as OpenSSH would: config settings, host keys, authentication, proxies."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+
+import paramiko
+import pytest
+
+from sshpipe.errors import AuthenticationError, ConnectError, ConnectTimeout, HostKeyError
+from sshpipe.testing import free_port, generate_key
+from sshpipe.transport import connect, settings_for
+
+
+def write_config(tmp_path, sshd, *, known_hosts=None, extra="", alias="target",
+                 key_path=None) -> str:
+    known_hosts = known_hosts if known_hosts is not None else sshd.known_hosts_path
+    path = tmp_path / "ssh_config"
+    path.write_text(
+        f"Host {alias}\n"
+        f"    HostName {sshd.address}\n"
+        f"    Port {sshd.port}\n"
+        f"    User {sshd.user}\n"
+        f"    IdentityFile {key_path or sshd.key_path}\n"
+        f"    IdentitiesOnly yes\n"
+        f"    UserKnownHostsFile {known_hosts}\n"
+        f"    GlobalKnownHostsFile /dev/null\n"
+        f"    ConnectTimeout 5\n"
+        f"{extra}")
+    return str(path)
+
+
+def run(transport: paramiko.Transport, command: str) -> str:
+    channel = transport.open_session()
+    channel.exec_command(command)
+    data = b""
+    while True:
+        chunk = channel.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    channel.recv_exit_status()
+    return data.decode()
+
+
+def test_settings_come_from_the_resolved_config(sshd, tmp_path):
+    """HostName, Port, User, IdentityFile and timeouts come from resolving the alias."""
+    config = write_config(tmp_path, sshd, extra="    ServerAliveInterval 7\n    Compression yes\n")
+    settings = settings_for("target", config)
+    assert (settings.hostname, settings.port, settings.user) == (sshd.address, sshd.port,
+                                                                 sshd.user)
+    assert settings.identity_files[0] == sshd.key_path and settings.identities_only
+    assert settings.connect_timeout == 5 and settings.server_alive_interval == 7
+    assert settings.compression is True
+    assert settings.known_hosts_name == f"[{sshd.address}]:{sshd.port}"
+
+
+def test_connects_runs_command_and_uses_fast_nodelay_socket(sshd, tmp_path):
+    """connect() gives an authenticated transport over a TCP_NODELAY socket with AES-GCM."""
+    transport = connect(settings_for("target", write_config(tmp_path, sshd)))
+    try:
+        assert transport.is_authenticated()
+        assert transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert transport.local_cipher == "aes128-gcm@openssh.com"
+        assert run(transport, "echo ok") == "ok\n"
+    finally:
+        transport.close()
+
+
+def test_unknown_host_key_is_refused_by_default(sshd, tmp_path):
+    """With no known_hosts entry and the default StrictHostKeyChecking, connect refuses,
+    naming the host and the key's fingerprint."""
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    config = write_config(tmp_path, sshd, known_hosts=str(empty))
+    with pytest.raises(HostKeyError, match=r"target: host key for .* is not known .*SHA256:"):
+        connect(settings_for("target", config))
+    assert empty.read_text() == ""
+
+
+def test_accept_new_records_unknown_key_privately(sshd, tmp_path):
+    """StrictHostKeyChecking accept-new records a new key (file mode 0600) and connects."""
+    known = tmp_path / "new" / "known_hosts"
+    config = write_config(tmp_path, sshd, known_hosts=str(known),
+                          extra="    StrictHostKeyChecking accept-new\n")
+    connect(settings_for("target", config)).close()
+    assert sshd.host_key_line in known.read_text()
+    assert stat.S_IMODE(known.stat().st_mode) == 0o600
+    assert stat.S_IMODE(known.parent.stat().st_mode) == 0o700
+    connect(settings_for("target", config)).close()
+    assert known.read_text().count("\n") == 1
+
+
+@pytest.mark.parametrize("policy", ["yes", "accept-new", "no"])
+def test_changed_host_key_is_refused_whatever_the_policy(sshd, tmp_path, policy):
+    """A key that differs from the recorded one is refused, even with accept-new or no."""
+    other = tmp_path / "other_host_key"
+    generate_key(str(other))
+    kind, blob = (tmp_path / "other_host_key.pub").read_text().split()[:2]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{sshd.address}]:{sshd.port} {kind} {blob}\n")
+    config = write_config(tmp_path, sshd, known_hosts=str(known),
+                          extra=f"    StrictHostKeyChecking {policy}\n")
+    with pytest.raises(HostKeyError, match="CHANGED"):
+        connect(settings_for("target", config))
+
+
+def test_wrong_client_key_is_an_authentication_error(sshd, tmp_path):
+    """A key the server does not know gives AuthenticationError naming user and host."""
+    stranger = tmp_path / "stranger"
+    generate_key(str(stranger))
+    config = write_config(tmp_path, sshd, key_path=str(stranger))
+    with pytest.raises(AuthenticationError, match=f"{sshd.user}@{sshd.address}.*ssh-ed25519"):
+        connect(settings_for("target", config))
+
+
+def test_refused_connection_names_host_and_port(sshd, tmp_path):
+    """A closed port gives ConnectError 'refused' with host and port."""
+    port = free_port()
+    config = write_config(tmp_path, sshd).replace(f"Port {sshd.port}", f"Port {port}")
+    path = tmp_path / "refused_config"
+    path.write_text(open(config).read().replace(f"Port {sshd.port}", f"Port {port}"))
+    with pytest.raises(ConnectError, match=f"port {port} refused"):
+        connect(settings_for("target", str(path)))
+
+
+def test_unknown_host_name_is_a_connect_error(tmp_path):
+    """A name that does not resolve gives ConnectError naming it."""
+    with pytest.raises(ConnectError, match="unknown host name 'no-such-host.invalid'"):
+        empty = tmp_path / "empty_config"
+        empty.write_text("")
+        connect(settings_for("no-such-host.invalid", str(empty)))
+
+
+def test_silent_server_times_out(tmp_path):
+    """A server that accepts TCP but never speaks SSH hits ConnectTimeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    config = tmp_path / "config"
+    config.write_text(f"Host mute\n HostName 127.0.0.1\n Port {port}\n ConnectTimeout 1\n")
+    try:
+        with pytest.raises(ConnectTimeout, match="mute"):
+            connect(settings_for("mute", str(config)))
+    finally:
+        listener.close()
+
+
+def test_proxyjump_through_a_jump_host(sshd, tmp_path):
+    """ProxyJump reaches the target through a jump host's direct-tcpip channel."""
+    base = write_config(tmp_path, sshd, alias="jump")
+    text = open(base).read()
+    text += text.replace("Host jump", "Host behind").replace(
+        "    ConnectTimeout 5\n", "    ConnectTimeout 5\n    ProxyJump jump\n")
+    config = tmp_path / "jump_config"
+    config.write_text(text)
+    settings = settings_for("behind", str(config))
+    assert settings.proxy_jump == "jump"
+    transport = connect(settings)
+    try:
+        assert run(transport, "echo jumped") == "jumped\n"
+    finally:
+        transport.close()
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="no ssh client")
+def test_proxycommand_is_used_with_tokens_expanded(sshd, tmp_path):
+    """ProxyCommand (here ssh -W %h:%p) carries the connection."""
+    config = write_config(tmp_path, sshd)
+    text = open(config).read() + (
+        f"    ProxyCommand ssh -F {sshd.config_path} -W %h:%p {sshd.alias}\n")
+    path = tmp_path / "proxy_config"
+    path.write_text(text)
+    transport = connect(settings_for("target", str(path)))
+    try:
+        assert run(transport, "echo proxied") == "proxied\n"
+    finally:
+        transport.close()
+
+
+def test_explicit_overrides_win_over_config(sshd, tmp_path):
+    """user=, port= and identity_file= passed in win, as on ssh's command line."""
+    config = write_config(tmp_path, sshd).replace(f"User {sshd.user}", "User nobody")
+    path = tmp_path / "override_config"
+    path.write_text(open(write_config(tmp_path, sshd)).read().replace(
+        f"User {sshd.user}", "User nobody"))
+    settings = settings_for("target", str(path), user=sshd.user)
+    assert settings.user == sshd.user
+    connect(settings).close()

@@ -63,7 +63,7 @@ columns (the stricter reading):
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_pipe.py            # full run, < 3 minutes
+    .venv/bin/python benchmarks/bench_pipe.py            # full run, 1-3 minutes
     .venv/bin/python benchmarks/bench_pipe.py --quick    # < 30 s (smoke test)
     .venv/bin/python benchmarks/bench_pipe.py --json     # JSON on stdout
     .venv/bin/python benchmarks/bench_pipe.py --columns sshpipe,paramiko_cat
@@ -146,8 +146,8 @@ class Params:
     start_trials: int    # per round
 
 
-FULL = Params(rounds=3, rtt_warmup=100, rtt_count=1000, big_messages=48, big_trials=2,
-              small_messages=10000, small_trials=2, start_trials=3)
+FULL = Params(rounds=3, rtt_warmup=100, rtt_count=800, big_messages=32, big_trials=2,
+              small_messages=8000, small_trials=2, start_trials=2)
 QUICK = Params(rounds=1, rtt_warmup=20, rtt_count=200, big_messages=12, big_trials=2,
                small_messages=2000, small_trials=2, start_trials=1)
 

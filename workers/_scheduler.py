@@ -1,0 +1,156 @@
+"""Which task goes to which host: slots, balancing, and requeue on host loss.
+
+Pure logic, no I/O and no locks: the executor calls it under its own lock. A
+:class:`Scheduler` holds the tasks waiting for a host (one shared queue plus a
+queue per host for tasks pinned to it) and, per host, the tasks handed to it.
+
+Balancing: :meth:`Scheduler.assign` gives each task to the host with the most
+free slots (``slots - in flight``); ties go round-robin. A host takes up to
+``slots + prefetch`` tasks, so that its workers find the next task already there
+when one ends, instead of waiting a round trip for it.
+"""
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from typing import Deque, Dict, Generic, Iterator, List, Optional, Tuple, TypeVar
+
+__all__ = ["HostSlots", "Scheduler"]
+
+Item = TypeVar("Item")
+
+
+class HostSlots(Generic[Item]):
+    """One host's capacity and the items it holds, by task id."""
+
+    def __init__(self, name: str, slots: int, prefetch: int):
+        if slots < 1:
+            raise ValueError(f"{name}: slots must be at least 1, not {slots}")
+        self.name = name
+        self.slots = slots
+        self.capacity = slots + max(0, prefetch)
+        self.inflight: Dict[int, Item] = {}
+        self.pinned: Deque[Tuple[int, Item]] = deque()
+
+    @property
+    def free(self) -> int:
+        """Free slots; negative when tasks wait on the host for a worker."""
+        return self.slots - len(self.inflight)
+
+    @property
+    def has_room(self) -> bool:
+        return len(self.inflight) < self.capacity
+
+
+class Scheduler(Generic[Item]):
+    """Queues of waiting items and the hosts that take them.
+
+    Items are opaque; each is known by an int id given with it. An item given a
+    ``host`` waits for that host only.
+    """
+
+    def __init__(self) -> None:
+        self.hosts: Dict[str, HostSlots[Item]] = {}
+        self._queue: Deque[Tuple[int, Item]] = deque()
+        self._turn = itertools.count()
+
+    # -- hosts ------------------------------------------------------------
+    def add_host(self, name: str, slots: int, prefetch: int = 0) -> None:
+        if name in self.hosts:
+            raise ValueError(f"host {name!r} is already scheduled")
+        self.hosts[name] = HostSlots(name, slots, prefetch)
+
+    def remove_host(self, name: str) -> Tuple[Dict[int, Item], List[Tuple[int, Item]]]:
+        """Take a host out; return (its items in flight, items pinned to it still
+        waiting). Unknown hosts return nothing."""
+        host = self.hosts.pop(name, None)
+        if host is None:
+            return {}, []
+        return host.inflight, list(host.pinned)
+
+    # -- items ------------------------------------------------------------
+    def push(self, tid: int, item: Item, host: Optional[str] = None, front: bool = False) -> None:
+        """Queue an item (``front`` for a retry, which keeps its place in line).
+
+        Raises:
+            KeyError: ``host`` is not scheduled (never was, or was removed).
+        """
+        if host is not None:
+            queue = self.hosts[host].pinned
+        else:
+            queue = self._queue
+        if front:
+            queue.appendleft((tid, item))
+        else:
+            queue.append((tid, item))
+
+    def discard(self, tid: int) -> Optional[Item]:
+        """Remove a waiting item (cancelled); None when it is not waiting."""
+        for queue in itertools.chain([self._queue], (h.pinned for h in self.hosts.values())):
+            for index, (queued, item) in enumerate(queue):
+                if queued == tid:
+                    del queue[index]
+                    return item
+        return None
+
+    def assign(self) -> List[Tuple[str, int, Item]]:
+        """Hand waiting items to hosts with room; return (host, tid, item) for
+        each, already counted in flight on its host."""
+        handed: List[Tuple[str, int, Item]] = []
+        while True:
+            host = self._pick()
+            if host is None:
+                return handed
+            queue = host.pinned if host.pinned else self._queue
+            tid, item = queue.popleft()
+            host.inflight[tid] = item
+            handed.append((host.name, tid, item))
+
+    def _pick(self) -> Optional[HostSlots[Item]]:
+        shared = bool(self._queue)
+        best: Optional[HostSlots[Item]] = None
+        best_key: Tuple[int, int] = (0, 0)
+        for host in self._rotated():
+            if not host.has_room or not (shared or host.pinned):
+                continue
+            key = (host.free, 0)
+            if best is None or key > best_key:
+                best, best_key = host, key
+        return best
+
+    def _rotated(self) -> Iterator[HostSlots[Item]]:
+        hosts = list(self.hosts.values())
+        if not hosts:
+            return iter(())
+        start = next(self._turn) % len(hosts)
+        return iter(hosts[start:] + hosts[:start])
+
+    def release(self, host: str, tid: int) -> Optional[Item]:
+        """The host is done with an item; return it (None if it was not there)."""
+        slots = self.hosts.get(host)
+        if slots is None:
+            return None
+        return slots.inflight.pop(tid, None)
+
+    def waiting(self) -> List[Tuple[int, Item]]:
+        """Every waiting item, shared and pinned."""
+        items = list(self._queue)
+        for host in self.hosts.values():
+            items.extend(host.pinned)
+        return items
+
+    def take_waiting(self) -> List[Tuple[int, Item]]:
+        """Remove and return every waiting item."""
+        items = self.waiting()
+        self._queue.clear()
+        for host in self.hosts.values():
+            host.pinned.clear()
+        return items
+
+    @property
+    def inflight(self) -> int:
+        return sum(len(h.inflight) for h in self.hosts.values())
+
+    @property
+    def waiting_count(self) -> int:
+        return len(self._queue) + sum(len(h.pinned) for h in self.hosts.values())

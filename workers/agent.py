@@ -1,0 +1,488 @@
+"""WorkerAgent: the remote side of an executor host, a pool of worker processes.
+
+Stdlib only (plus sshpipe's shipped modules): this module travels to the remote
+with ``modules=["workers"]``, so the remote needs nothing but Python.
+
+::
+
+    caller (SSHExecutor)          agent process (this handler)              worker processes
+                            +----------------------------------+
+    ("config", {...}) ----> | main thread: handle()            |
+    ("run", tid, ...) ----> |   appends to the inbox, wakes -> |
+    ("cancel", tid)   ----> |                                  |
+                            | pool thread:                     |  task   +-------------+
+                            |   inbox -> queue -> idle worker  | ======> | worker 0    |
+                            |   results, logs <- workers       | <====== |  fn(*args)  |
+    <---- replies (lists) --|   kill + replace on cancel,      |  result | worker 1 .. |
+          ready, started,   |   timeout or death               |  logs   +-------------+
+          done, cancelled,  +----------------------------------+
+          timeout, died
+
+Actors:
+
+- The agent's **main thread** (sshpipe's service loop) calls :meth:`handle` for
+  every message. It never blocks there: it appends the message to the inbox and
+  wakes the pool thread through a pipe.
+- The **pool thread** owns every worker, the local task queue and the inbox's
+  consumer side. It starts the workers, hands queued tasks to idle ones, reads
+  their results and log records, enforces task timeouts, and kills the worker
+  running a cancelled or timed-out task and starts a replacement, so one task's
+  end never costs the host a slot. It batches what it has to say into one reply
+  per turn.
+- Each **worker process** (``multiprocessing``, spawn: a fresh interpreter
+  with none of the agent's descriptors, so it cannot hold the SSH channel open)
+  runs one task at a time from its own connection and sends back the result or
+  the exception with its traceback as text, and every log record the task emits
+  as it is emitted. It dies with the agent (``PR_SET_PDEATHSIG`` on Linux, and a
+  watchdog thread elsewhere).
+
+Replies to the caller, each a list of events::
+
+    ("ready", info)                          the pool is up: slots, pid, cpus
+    ("started", [tid, ...])                  handed to a worker (sent *before*)
+    ("done", tid, ok, payload, tb, records)  payload: serialized result or exception
+    ("cancelled", tid)                       its worker was ended (or it never ran)
+    ("timeout", tid, seconds, records)       its worker was ended at the deadline
+    ("died", tid, exitcode, records)         its worker died under it
+
+"started" is flushed to the caller before the task reaches a worker, so a caller
+that received the agent's whole output (the agent died, the channel closed
+cleanly) knows for sure which tasks never started.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from multiprocessing.connection import wait as wait_ready
+from typing import Any, Deque, Dict, List, Optional, Set, Tuple
+
+from sshpipe import serial
+from sshpipe.handler import SSHPipeHandler
+
+__all__ = ["WorkerAgent"]
+
+logger = logging.getLogger(__name__)
+
+# Records a task may log before the rest are dropped (counted): a task that logs
+# in a tight loop must not flood the channel.
+MAX_RECORDS_PER_TASK = 1000
+# How long stop() waits for workers to exit before killing them.
+STOP_GRACE = 2.0
+
+_PR_SET_PDEATHSIG = 1
+
+
+class _Worker:
+    """One worker process and the task it runs (pool thread only)."""
+
+    __slots__ = ("index", "process", "conn", "tid", "deadline", "timeout", "ending", "records",
+                 "dropped")
+
+    def __init__(self, index: int, process: Any, conn: Any):
+        self.index = index
+        self.process = process
+        self.conn = conn            # the agent's end of a duplex Pipe
+        self.tid: Optional[int] = None
+        self.deadline: Optional[float] = None
+        self.timeout: Optional[float] = None
+        self.ending: Optional[str] = None   # "cancelled" or "timeout" once killed for it
+        self.records: List[dict] = []
+        self.dropped = 0
+
+
+class WorkerAgent(SSHPipeHandler):
+    """Runs tasks in ``slots`` worker processes on the remote host.
+
+    Args:
+        slots: worker processes; default the remote's CPU count.
+        start_method: multiprocessing start method of the workers (default
+            spawn: the workers hold none of the agent's descriptors).
+        log_level: level from which task records are sent back.
+    """
+
+    def __init__(self, slots: Optional[int] = None, start_method: str = "spawn",
+                 log_level: int = logging.INFO, **kwargs: Any):
+        kwargs.setdefault("tolerance", -1)
+        super().__init__(**kwargs)
+        if slots is not None and slots < 1:
+            raise ValueError(f"slots must be at least 1, not {slots}")
+        self.slots = slots
+        self.start_method = start_method
+        self.log_level = log_level
+        self._inbox: Deque[tuple] = deque()
+        self._wake_r, self._wake_w = -1, -1
+        self._thread: Optional[threading.Thread] = None
+        self._stopping = False
+
+    # -- main thread ------------------------------------------------------
+    def atstart(self, received: Any) -> None:
+        self.slots = self.slots or os.cpu_count() or 1
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._thread = threading.Thread(target=self._pool_loop, name="workers-pool", daemon=True)
+        self._thread.start()
+
+    def handle(self, received: Any) -> None:
+        self._inbox.append(received)
+        self._wake()
+
+    def atexit(self, received: Any) -> None:
+        self._stopping = True
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(STOP_GRACE * 2 + 5)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the pool thread has wake-ups pending anyway
+
+    # -- pool thread ------------------------------------------------------
+    def _pool_loop(self) -> None:
+        pool = _Pool(self, self.slots, self.start_method, self.log_level)
+        try:
+            pool.run()
+        except BaseException:  # the pool thread's outermost loop: report, end the agent
+            logger.exception("the worker pool failed")
+            self._flush_replies(pool.take_events())
+            os.kill(os.getpid(), signal.SIGTERM)
+        finally:
+            pool.stop()
+
+    def _flush_replies(self, events: List[tuple]) -> None:
+        if not events:
+            return
+        self.reply(events)
+        # reply() from a thread other than the agent's main thread waits for the
+        # agent's ticker (up to two FLUSH_DELAYs); a task's latency should not.
+        writer = getattr(getattr(self, "_agent", None), "writer", None)
+        if writer is not None:
+            writer.flush()
+
+
+class _Pool:
+    """The pool thread's state: workers, queue, inbox consumer."""
+
+    def __init__(self, agent: WorkerAgent, slots: int, start_method: str, log_level: int):
+        self.agent = agent
+        self.slots = slots
+        self.log_level = log_level
+        self.context = multiprocessing.get_context(start_method)
+        self.workers: List[Optional[_Worker]] = [None] * slots
+        self.queue: Deque[Tuple[int, bytes, bytes, Optional[float]]] = deque()
+        self.queued: Set[int] = set()
+        # Cancels that arrived before their task: the task is dropped on arrival.
+        self.cancelled_early: Set[int] = set()
+        self.events: List[tuple] = []
+
+    def take_events(self) -> List[tuple]:
+        events, self.events = self.events, []
+        return events
+
+    # -- workers ----------------------------------------------------------
+    def _start_worker(self, index: int) -> None:
+        mine, theirs = self.context.Pipe(duplex=True)
+        process = self.context.Process(target=worker_main, args=(theirs, self.log_level, index),
+                                       name=f"workers-{index}", daemon=True)
+        process.start()
+        theirs.close()
+        self.workers[index] = _Worker(index, process, mine)
+
+    def _idle(self) -> List[_Worker]:
+        return [w for w in self.workers if w is not None and w.tid is None and w.ending is None]
+
+    def _busy(self) -> List[_Worker]:
+        return [w for w in self.workers if w is not None and w.tid is not None]
+
+    def _by_tid(self, tid: int) -> Optional[_Worker]:
+        for worker in self.workers:
+            if worker is not None and worker.tid == tid:
+                return worker
+        return None
+
+    # -- loop -------------------------------------------------------------
+    def run(self) -> None:
+        for index in range(self.slots):
+            self._start_worker(index)
+        self.events.append(("ready", {"slots": self.slots, "pid": os.getpid(),
+                                      "cpus": os.cpu_count(), "python": sys.version.split()[0]}))
+        wake_r = self.agent._wake_r
+        while not self.agent._stopping:
+            self.agent._flush_replies(self.take_events())
+            handles: List[Any] = [wake_r]
+            for worker in self.workers:
+                if worker is not None:
+                    handles.append(worker.conn)
+                    handles.append(worker.process.sentinel)
+            ready = wait_ready(handles, self._next_timeout())
+            if wake_r in ready:
+                try:
+                    os.read(wake_r, 4096)
+                except BlockingIOError:
+                    pass
+            self._take_inbox()
+            for worker in list(self.workers):
+                if worker is None:
+                    continue
+                if worker.conn in ready:
+                    self._read_worker(worker)
+                if worker.process.sentinel in ready:
+                    self._reap(worker)
+            self._check_deadlines()
+            self._dispatch()
+
+    def _next_timeout(self) -> Optional[float]:
+        deadlines = [w.deadline for w in self.workers
+                     if w is not None and w.deadline is not None and w.ending is None]
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _take_inbox(self) -> None:
+        inbox = self.agent._inbox
+        while inbox:
+            message = inbox.popleft()
+            if not isinstance(message, tuple) or not message:
+                logger.warning("worker agent: ignoring message %r", message)
+                continue
+            kind = message[0]
+            if kind == "run":
+                for tid, fn_payload, args_payload, timeout in message[1]:
+                    if tid in self.cancelled_early:
+                        self.cancelled_early.discard(tid)
+                        self.events.append(("cancelled", tid))
+                        continue
+                    self.queue.append((tid, fn_payload, args_payload, timeout))
+                    self.queued.add(tid)
+            elif kind == "cancel":
+                self._cancel(message[1])
+            elif kind == "hello":
+                pass  # its only job was to start the pool (atstart)
+            else:
+                logger.warning("worker agent: unknown message kind %r", kind)
+
+    def _cancel(self, tid: int) -> None:
+        if tid in self.queued:
+            self.queued.discard(tid)
+            self.queue = deque(item for item in self.queue if item[0] != tid)
+            self.events.append(("cancelled", tid))
+            return
+        worker = self._by_tid(tid)
+        if worker is None:
+            # Not arrived yet (or already finished: then the caller ignores this).
+            self.cancelled_early.add(tid)
+            return
+        if worker.ending is None:
+            worker.ending = "cancelled"
+            worker.process.kill()
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        for worker in self._busy():
+            if worker.deadline is not None and worker.ending is None and now >= worker.deadline:
+                worker.ending = "timeout"
+                worker.process.kill()
+
+    def _dispatch(self) -> None:
+        idle = self._idle()
+        if not idle or not self.queue:
+            return
+        handed = []
+        while idle and self.queue:
+            tid, fn_payload, args_payload, timeout = self.queue.popleft()
+            self.queued.discard(tid)
+            handed.append((idle.pop(), tid, fn_payload, args_payload, timeout))
+        # The caller must know a task started before it can start: see the
+        # module docstring.
+        self.events.append(("started", [item[1] for item in handed]))
+        self.agent._flush_replies(self.take_events())
+        now = time.monotonic()
+        for worker, tid, fn_payload, args_payload, timeout in handed:
+            worker.tid = tid
+            worker.timeout = timeout
+            worker.deadline = now + timeout if timeout else None
+            worker.records = []
+            worker.dropped = 0
+            try:
+                worker.conn.send_bytes(pickle.dumps((tid, fn_payload, args_payload),
+                                                    protocol=serial.PROTOCOL))
+            except OSError:
+                pass  # it died: its sentinel reports the task
+
+    def _read_worker(self, worker: _Worker) -> None:
+        while True:
+            try:
+                if not worker.conn.poll():
+                    return
+                message = pickle.loads(worker.conn.recv_bytes())
+            except (EOFError, OSError):
+                return  # its sentinel follows
+            kind = message[0]
+            if kind == "log":
+                self._on_record(worker, message[1])
+            elif kind == "done":
+                _, tid, ok, payload, tb = message
+                if worker.tid == tid and worker.ending is None:
+                    self.events.append(("done", tid, ok, payload, tb, self._records(worker)))
+                    worker.tid = None
+                    worker.deadline = None
+
+    def _on_record(self, worker: _Worker, fields: dict) -> None:
+        if len(worker.records) >= MAX_RECORDS_PER_TASK:
+            worker.dropped += 1
+            return
+        fields["task"] = worker.tid
+        worker.records.append(fields)
+        # Re-emitted here, so sshpipe forwards it live to the caller's
+        # "sshpipe.remote.<host>" logger as well.
+        target = logging.getLogger(fields.get("name") or "root")
+        if target.isEnabledFor(fields.get("levelno", logging.INFO)):
+            target.handle(logging.makeLogRecord(fields))
+
+    def _records(self, worker: _Worker) -> List[dict]:
+        records = worker.records
+        if worker.dropped:
+            records.append({"name": "workers.agent", "levelno": logging.WARNING,
+                            "levelname": "WARNING", "created": time.time(),
+                            "msg": f"{worker.dropped} more records of this task were dropped",
+                            "args": None, "task": worker.tid})
+        worker.records = []
+        worker.dropped = 0
+        return records
+
+    def _reap(self, worker: _Worker) -> None:
+        """A worker ended: report its task, start a replacement."""
+        self._read_worker(worker)  # a result sent just before it died still counts
+        worker.process.join(1.0)
+        worker.conn.close()
+        tid = worker.tid
+        if tid is not None:
+            if worker.ending == "cancelled":
+                self.events.append(("cancelled", tid))
+            elif worker.ending == "timeout":
+                self.events.append(("timeout", tid, worker.timeout, self._records(worker)))
+            else:
+                self.events.append(("died", tid, worker.process.exitcode, self._records(worker)))
+        self.workers[worker.index] = None
+        if not self.agent._stopping:
+            self._start_worker(worker.index)
+
+    def stop(self) -> None:
+        """End every worker: EOF first, then a kill for any still running."""
+        live = [w for w in self.workers if w is not None]
+        for worker in live:
+            worker.conn.close()
+        deadline = time.monotonic() + STOP_GRACE
+        for worker in live:
+            if worker.tid is not None:
+                worker.process.kill()
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(1.0)
+        self.workers = [None] * self.slots
+
+
+# -- worker process ----------------------------------------------------------------
+class _RecordSender(logging.Handler):
+    """In a worker: sends each record of the running task to the agent."""
+
+    def __init__(self, conn: Any, lock: threading.Lock):
+        super().__init__()
+        self._conn = conn
+        self._lock = lock
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            exc_text = record.exc_text
+            if record.exc_info and not exc_text:
+                exc_text = logging.Formatter().formatException(record.exc_info)
+            fields = {
+                "name": record.name, "levelno": record.levelno, "levelname": record.levelname,
+                "msg": record.getMessage(), "args": None, "created": record.created,
+                "msecs": record.msecs, "pathname": record.pathname, "filename": record.filename,
+                "module": record.module, "lineno": record.lineno, "funcName": record.funcName,
+                "process": record.process, "processName": record.processName,
+                "thread": record.thread, "threadName": record.threadName, "exc_text": exc_text,
+            }
+            data = pickle.dumps(("log", fields), protocol=serial.PROTOCOL)
+            with self._lock:
+                self._conn.send_bytes(data)
+        except Exception:  # logging must never fail the task
+            self.handleError(record)
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this worker when the agent ends, however it ends."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it died before the prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="workers-watchdog", daemon=True).start()
+
+
+def _exception_payload(exc: BaseException) -> bytes:
+    try:
+        payload = serial.dumps(exc)
+        serial.loads(payload)
+        return payload
+    except Exception:  # an exception that cannot travel: send its text instead
+        return serial.dumps(RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__}: "
+                                         f"{exc} (the exception could not be pickled)"))
+
+
+def worker_main(conn: Any, log_level: int, index: int) -> None:
+    """A worker process: run the tasks that arrive on ``conn`` until it closes."""
+    _die_with_parent(os.getppid())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when a task ends
+    lock = threading.Lock()
+    root = logging.getLogger()
+    root.handlers[:] = [_RecordSender(conn, lock)]
+    root.setLevel(log_level)
+    cache: Dict[bytes, Any] = {}
+    from workers.task import load_call
+
+    while True:
+        try:
+            tid, fn_payload, args_payload = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        try:
+            fn, args, kwargs = load_call(fn_payload, args_payload, cache)
+            result = fn(*args, **kwargs)
+            try:
+                reply = ("done", tid, True, serial.dumps(result), None)
+            except Exception as exc:
+                raise TypeError(f"the result of task {tid} ({type(result).__name__}) could "
+                                f"not be serialized: {exc}") from exc
+        except BaseException as exc:  # the task's failure is its result
+            reply = ("done", tid, False, _exception_payload(exc), traceback.format_exc())
+        sys.stdout.flush()
+        data = pickle.dumps(reply, protocol=serial.PROTOCOL)
+        with lock:
+            try:
+                conn.send_bytes(data)
+            except OSError:
+                return

@@ -1,0 +1,732 @@
+"""SSHExecutor: a ``concurrent.futures.Executor`` whose workers are remote hosts.
+
+::
+
+     caller process                                                   host "a" (and b, c ...)
+    +----------------------------------------------------------+
+    | submit()/map(): Task (serialized once) -> _WorkItem      |
+    |        |                                                  |
+    |        v            under the executor lock               |
+    |   Scheduler: waiting queue (+ per-host pinned queues),    |
+    |   in flight per host, free slots  --assign()-->           |
+    |        |                                                  |
+    |        v  outside the lock, one message per host and turn |  SSH   +------------------+
+    |   SSHPipe.send(("run", [...]))  ===========================|======> | WorkerAgent      |
+    |   SSHPipe.send(("cancel", tid))                           |        |  pool thread     |
+    |                                                           |        |  N worker procs  |
+    |   reader thread (one per host): SSHPipe.recv()  <=========|======= |                  |
+    |     started / done / cancelled / timeout / died           |        +------------------+
+    |     -> Scheduler.release(), future.set_result()/...       |
+    |     -> assign() the freed slots                           |
+    |     on EOFError / PipeBroken: host lost -> requeue/fail   |
+    +----------------------------------------------------------+
+
+Actors:
+
+- **Callers** of :meth:`SSHExecutor.submit` and :meth:`SSHExecutor.map` build a
+  :class:`~workers.Task` (serialized here, once), queue a work item in the
+  :class:`~workers._scheduler.Scheduler` and hand what fits to hosts.
+- One **reader thread per host** reads that host's replies. It resolves futures,
+  frees slots and hands waiting work to the freed slots. When the pipe ends it
+  declares the host lost: each task the host held is requeued for another host
+  (if it provably never started, or has retries left) or fails with
+  :class:`~workers.HostLostError`. When no host is left the executor is broken:
+  every unresolved future fails with one :class:`~workers.BrokenHostPool`.
+- :meth:`TaskFuture.cancel` on a running task sends a cancel to its host, whose
+  agent ends the worker process running it and starts another.
+
+State: a host is STARTING, READY, LOST or CLOSED (:class:`HostState`); the
+executor is open, shut down, or broken. Everything shared (scheduler, work
+items, host states, the broken error) is read and written under ``_lock``;
+futures are resolved and messages sent outside it, since both can run user code
+(callbacks) or block (a full send window).
+
+A task started on a host that is lost may have had side effects, so it is run
+again only while it has retries; a task that was queued on the host but never
+handed to a worker is requeued for free. "Never started" is known for sure only
+when the agent's whole output arrived (it ended and the channel closed cleanly),
+because the agent reports each start *before* the task reaches a worker; when
+the link itself fails, every task the host held counts as started.
+"""
+from __future__ import annotations
+
+import enum
+import functools
+import itertools
+import logging
+import threading
+import time
+from concurrent.futures import Executor, Future, InvalidStateError
+from concurrent.futures import _base as _futures_base  # Future's state constants
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence,
+                    Tuple, Union)
+
+from sshpipe import serial
+from sshpipe.errors import PipeBroken, PipeClosed, RemoteTraceback, SSHPipeError
+from sshpipe.pipe import SSHPipe
+from workers._progress import ProgressBar
+from workers._scheduler import Scheduler
+from workers.agent import WorkerAgent
+from workers.errors import BrokenHostPool, HostLostError, TaskTimeoutError, WorkerDiedError
+from workers.task import Task, apply_chunk
+
+__all__ = ["HostState", "SSHExecutor", "TaskFuture"]
+
+logger = logging.getLogger(__name__)
+
+# How long shutdown() gives each agent to stop its workers and exit.
+CLOSE_TIMEOUT = 15.0
+
+HostSpec = Union[str, Tuple[str, Mapping[str, Any]], Mapping[str, Any]]
+
+
+class HostState(enum.Enum):
+    """Life cycle of one host in an executor."""
+
+    STARTING = "starting"  # SSH session and agent being started
+    READY = "ready"        # the agent's worker pool is up; takes tasks
+    LOST = "lost"          # failed to start, or its agent/link failed; never used again
+    CLOSED = "closed"      # shut down by the executor
+
+
+class TaskFuture(Future):
+    """A Future that knows where its task ran, and can stop it there.
+
+    Attributes:
+        host: the host that ran (or runs) the task; None while it waits.
+        hosts: every host the task was handed to, in order (retries add to it).
+        logs: the ``logging.LogRecord`` objects the task emitted, once done.
+        task_id: the executor's number for the task.
+    """
+
+    def __init__(self, task_id: int = 0):
+        super().__init__()
+        self.task_id = task_id
+        self.host: Optional[str] = None
+        self.hosts: List[str] = []
+        self.logs: List[logging.LogRecord] = []
+        self._stop_remote: Optional[Callable[["TaskFuture"], None]] = None
+
+    def cancel(self) -> bool:
+        """Cancel the task. Unlike ``concurrent.futures``, a *running* task is
+        cancelled too: its worker process on the remote is ended (the host stays
+        in service). Returns False only when the future is already finished."""
+        with self._condition:
+            if self._state != _futures_base.RUNNING or self._stop_remote is None:
+                return super().cancel()
+            # Same end state as a pending future that was cancelled and noticed.
+            self._state = _futures_base.CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
+            stop_remote = self._stop_remote
+        stop_remote(self)
+        self._invoke_callbacks()
+        return True
+
+    def __repr__(self) -> str:
+        where = f" host={self.host}" if self.host else ""
+        return super().__repr__()[:-1] + f" task={self.task_id}{where}>"
+
+
+class _WorkItem:
+    """One task on its way: the future, the payloads, where it is."""
+
+    __slots__ = ("tid", "task", "future", "retries_left", "host", "started", "running")
+
+    def __init__(self, tid: int, task: Task, future: TaskFuture, retries: int):
+        self.tid = tid
+        self.task = task
+        self.future = future
+        self.retries_left = retries
+        self.host: Optional[str] = None   # the host holding it now
+        self.started = False              # its host reported it handed to a worker
+        self.running = False              # the future has been set running
+
+
+class _Host:
+    """One host: its pipe, reader thread and state (state under the executor lock)."""
+
+    def __init__(self, name: str, address: str, slots: Optional[int], pipe_options: Dict[str, Any]):
+        self.name = name
+        self.address = address
+        self.slots = slots
+        self.pipe_options = pipe_options
+        self.state = HostState.STARTING
+        self.pipe: Optional[SSHPipe] = None
+        self.reader: Optional[threading.Thread] = None
+        self.ready = threading.Event()
+        self.info: Dict[str, Any] = {}
+        self.error: Optional[BaseException] = None
+
+    def __repr__(self) -> str:
+        return f"<host {self.name} {self.state.value}>"
+
+
+def _parse_hosts(hosts: Iterable[HostSpec]) -> List[Tuple[str, str, Dict[str, Any]]]:
+    """(name, address, options) per host; names made unique."""
+    parsed = []
+    seen: Dict[str, int] = {}
+    for spec in hosts:
+        if isinstance(spec, str):
+            address, options = spec, {}
+        elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
+            address, options = spec[0], dict(spec[1])
+        elif isinstance(spec, Mapping):
+            options = dict(spec)
+            try:
+                address = options.pop("host")
+            except KeyError:
+                raise ValueError(f"a host given as a dict needs a 'host' key: {spec!r}") from None
+        else:
+            raise TypeError(f"a host is an ssh alias, (alias, options) or a dict, not {spec!r}")
+        name = options.pop("name", None) or address
+        count = seen.get(name, 0) + 1
+        seen[name] = count
+        if count > 1:
+            name = f"{name}#{count}"
+        parsed.append((name, address, options))
+    if not parsed:
+        raise ValueError("an SSHExecutor needs at least one host")
+    return parsed
+
+
+class SSHExecutor(Executor):
+    """Run callables on remote hosts over SSH, as a ``concurrent.futures.Executor``.
+
+    Each host runs a :class:`~workers.WorkerAgent` (started zero-install: the
+    remote needs only Python 3.9+) with ``slots`` worker processes. The
+    constructor returns once every host has either started its pool or failed.
+
+    Args:
+        hosts: ssh config aliases (or addresses); an entry may also be
+            ``(alias, options)`` or a dict with a ``"host"`` key, where options
+            override the executor's per-host arguments below (``slots``,
+            ``python``, ``env``, ``cwd``, ``heartbeat``, ``config`` ...) and
+            ``name`` labels the host (default: the alias).
+        slots: worker processes per host (default: the host's CPU count).
+        config: the OpenSSH client config file.
+        retries: how many times a task is resubmitted when the host running it
+            is lost (per task with :meth:`Task.options`).
+        prefetch: tasks queued on a host beyond its slots, so a worker finds
+            its next task there (default: as many as the host's slots).
+        task_timeout: default per-task timeout in seconds (None: no limit).
+        python: the remote interpreter (default ``python3``).
+        modules: local modules the tasks need that the remotes lack; their
+            source travels with the agent.
+        heartbeat: seconds between SSH heartbeats; a host is lost after
+            ServerAliveCountMax silent ones (default: the config's
+            ServerAliveInterval, else 10).
+        log_level: the level from which tasks' log records are sent back.
+        ready_timeout: seconds each host gets to start.
+        **pipe_options: other :class:`~sshpipe.SSHPipe` arguments (``env``,
+            ``cwd``, ``connect_timeout``, ``identity_file`` ...), for every host.
+
+    Raises:
+        BrokenHostPool: no host could be started; the first failure is chained.
+    """
+
+    def __init__(self, hosts: Iterable[HostSpec], *, slots: Optional[int] = None,
+                 config: Optional[str] = None, retries: int = 0,
+                 prefetch: Optional[int] = None, task_timeout: Optional[float] = None,
+                 python: str = "python3", modules: Sequence[str] = (),
+                 heartbeat: Optional[float] = None, log_level: int = logging.INFO,
+                 ready_timeout: float = 60.0, **pipe_options: Any):
+        if retries < 0:
+            raise ValueError(f"retries must be 0 or more, not {retries}")
+        if slots is not None and slots < 1:
+            raise ValueError(f"slots must be at least 1, not {slots}")
+        if task_timeout is not None and task_timeout <= 0:
+            raise ValueError(f"task_timeout must be positive, not {task_timeout}")
+        self.retries = retries
+        self.prefetch = prefetch
+        self.task_timeout = task_timeout
+        self.ready_timeout = ready_timeout
+        self._log_level = log_level
+        self._lock = threading.Lock()
+        self._scheduler: Scheduler[_WorkItem] = Scheduler()
+        self._items: Dict[int, _WorkItem] = {}     # every unresolved item, by task id
+        self._ids = itertools.count(1)
+        self._shutdown = False
+        self._broken: Optional[BrokenHostPool] = None
+        self._idle = threading.Condition(self._lock)  # notified when _items empties
+        self._hosts: Dict[str, _Host] = {}
+        defaults = {"config": config, "python": python, "heartbeat": heartbeat,
+                    "ready_timeout": ready_timeout, **pipe_options}
+        all_modules = ["workers"] + [m for m in modules if m != "workers"]
+        for name, address, options in _parse_hosts(hosts):
+            host_slots = options.pop("slots", slots)
+            merged = {**defaults, **options}
+            merged["modules"] = all_modules + list(merged.pop("modules", ()) or ())
+            self._hosts[name] = _Host(name, address, host_slots, merged)
+        self._start_hosts()
+
+    # -- hosts ------------------------------------------------------------
+    def _start_hosts(self) -> None:
+        starters = [threading.Thread(target=self._start_host, args=(host,),
+                                     name=f"workers-start-{host.name}", daemon=True)
+                    for host in self._hosts.values()]
+        for thread in starters:
+            thread.start()
+        deadline = time.monotonic() + self.ready_timeout + 30.0
+        for host in self._hosts.values():
+            host.ready.wait(max(0.0, deadline - time.monotonic()))
+        for thread in starters:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        failures = []
+        with self._lock:
+            for host in self._hosts.values():
+                if host.state is HostState.STARTING:
+                    host.state = HostState.LOST
+                    host.error = TimeoutError(f"{host.name}: the worker agent was not ready "
+                                              f"within {self.ready_timeout:g} s")
+                if host.state is HostState.LOST:
+                    failures.append(host)
+            ready = [h for h in self._hosts.values() if h.state is HostState.READY]
+        for host in failures:
+            logger.warning("%s: not started: %s", host.name, host.error)
+            if host.pipe is not None:
+                host.pipe.kill()
+        if not ready:
+            self.shutdown(wait=False)
+            error = BrokenHostPool("no host could be started: " + "; ".join(
+                f"{h.name}: {h.error}" for h in failures))
+            raise error from failures[0].error
+
+    def _start_host(self, host: _Host) -> None:
+        """Starter thread: open the pipe, start the reader, say hello."""
+        options = dict(host.pipe_options)
+        pipe = SSHPipe(host.address, handler=WorkerAgent,
+                       handler_kwargs={"slots": host.slots, "log_level": self._log_level},
+                       name=f"workers-{host.name}", **options)
+        host.pipe = pipe
+        try:
+            pipe.start()
+            pipe.send(("hello", {}))
+        except (SSHPipeError, OSError, ValueError) as exc:
+            with self._lock:
+                host.state = HostState.LOST
+                host.error = exc
+            host.ready.set()
+            return
+        host.reader = threading.Thread(target=self._read_host, args=(host,),
+                                       name=f"workers-reader-{host.name}", daemon=True)
+        host.reader.start()
+
+    def _read_host(self, host: _Host) -> None:
+        """Reader thread: the host's replies, until its pipe ends."""
+        pipe = host.pipe
+        assert pipe is not None
+        clean = False
+        cause: Optional[BaseException] = None
+        while True:
+            try:
+                events = pipe.recv()
+            except EOFError:
+                clean = True
+                break
+            except (PipeBroken, PipeClosed) as exc:
+                cause = exc
+                break
+            self._on_events(host, events)
+        if clean:
+            try:
+                response = pipe.response(timeout=5.0)
+                cause = PipeBroken(f"{host.name}: the worker agent ended ({response.reason or 'no reason given'}"
+                                   f", exit status {response.exitcode})"
+                                   + (f"; remote stderr: {response.stderr.strip()[-500:]}"
+                                      if response.stderr.strip() else ""))
+            except (SSHPipeError, TimeoutError) as exc:
+                cause = exc
+        self._host_ended(host, cause, clean)
+
+    def _host_ended(self, host: _Host, cause: Optional[BaseException], clean: bool) -> None:
+        """The host's pipe ended: requeue or fail what it held."""
+        failed: List[Tuple[_WorkItem, BaseException]] = []
+        with self._lock:
+            if host.state is HostState.CLOSED:
+                self._scheduler.remove_host(host.name)
+                host.ready.set()
+                return
+            was_starting = host.state is HostState.STARTING
+            host.state = HostState.LOST
+            host.error = cause
+            host.ready.set()
+            inflight, pinned = self._scheduler.remove_host(host.name)
+            requeued = 0
+            for tid, item in sorted(inflight.items(), reverse=True):
+                item.host = None
+                if item.future.done():  # cancelled while it ran there
+                    self._items.pop(tid, None)
+                    continue
+                if clean and not item.started:
+                    self._requeue(item)
+                    requeued += 1
+                elif item.retries_left > 0 and item.task.host is None:
+                    item.retries_left -= 1
+                    self._requeue(item)
+                    requeued += 1
+                else:
+                    failed.append((item, self._lost_error(host, item, cause)))
+            for tid, item in pinned:
+                failed.append((item, self._lost_error(host, item, cause)))
+            if not was_starting:
+                logger.warning("%s: host lost (%s); %d tasks requeued, %d failed", host.name,
+                               cause, requeued, len(failed))
+            if not self._shutdown and not any(
+                    h.state in (HostState.READY, HostState.STARTING) for h in self._hosts.values()):
+                failed.extend(self._break_locked(cause))
+        for item, error in failed:
+            self._resolve(item, error=error)
+        self._pump()
+
+    def _requeue(self, item: _WorkItem) -> None:
+        item.started = False
+        try:
+            self._scheduler.push(item.tid, item, host=item.task.host, front=True)
+        except KeyError:
+            pass  # its pinned host is gone: the caller fails it
+
+    @staticmethod
+    def _lost_error(host: _Host, item: _WorkItem, cause: Optional[BaseException]) -> HostLostError:
+        what = "while running" if item.started else "while holding"
+        error = HostLostError(f"{host.name}: host lost {what} task {item.tid} ({item.task.name}): "
+                              f"{cause}", host.name)
+        error.__cause__ = cause
+        return error
+
+    def _break_locked(self, cause: Optional[BaseException]) -> List[Tuple[_WorkItem, BaseException]]:
+        """No host left: the executor is broken; every unresolved item fails."""
+        if self._broken is None:
+            self._broken = BrokenHostPool("every host of the executor is lost: " + "; ".join(
+                f"{h.name}: {h.error}" for h in self._hosts.values()))
+            self._broken.__cause__ = cause
+            logger.error("%s", self._broken)
+        self._scheduler.take_waiting()
+        return [(item, self._broken) for item in self._items.values() if not item.future.done()]
+
+    # -- replies ------------------------------------------------------------
+    def _on_events(self, host: _Host, events: List[tuple]) -> None:
+        resolved: List[Tuple[_WorkItem, str, tuple]] = []
+        with self._lock:
+            for event in events:
+                kind = event[0]
+                if kind == "ready":
+                    info = event[1]
+                    host.info = info
+                    if host.state is HostState.STARTING:
+                        host.state = HostState.READY
+                        slots = int(info["slots"])
+                        prefetch = slots if self.prefetch is None else self.prefetch
+                        self._scheduler.add_host(host.name, slots, prefetch)
+                    host.ready.set()
+                elif kind == "started":
+                    slots = self._scheduler.hosts.get(host.name)
+                    for tid in event[1]:
+                        item = slots.inflight.get(tid) if slots is not None else None
+                        if item is not None:
+                            item.started = True
+                else:
+                    item = self._scheduler.release(host.name, event[1])
+                    if item is not None:
+                        item.host = None
+                        resolved.append((item, kind, event))
+        for item, kind, event in resolved:
+            self._settle(host, item, kind, event)
+        self._pump()
+
+    def _settle(self, host: _Host, item: _WorkItem, kind: str, event: tuple) -> None:
+        """Resolve a future from its host's event (outside the lock)."""
+        future = item.future
+        if kind == "done":
+            _, tid, ok, payload, tb, records = event
+            future.logs = [logging.makeLogRecord(r) for r in records]
+            try:
+                value = serial.loads(payload)
+            except Exception as exc:  # e.g. the result's class is not importable here
+                error = SSHPipeError(f"{host.name}: the {'result' if ok else 'exception'} of task "
+                                     f"{tid} ({item.task.name}) could not be loaded: {exc!r}")
+                error.__cause__ = exc
+                self._resolve(item, error=error)
+                return
+            if ok:
+                self._resolve(item, result=value)
+            else:
+                if tb:
+                    value.__cause__ = RemoteTraceback(f'\n"""\n[on {host.name}] {tb}"""')
+                self._resolve(item, error=value)
+        elif kind == "cancelled":
+            # Cancelled by us (the future is already done) or dropped on arrival.
+            if not future.done():
+                future.cancel()
+            self._forget(item)
+        elif kind == "timeout":
+            seconds, records = event[2], event[3]
+            future.logs = [logging.makeLogRecord(r) for r in records]
+            self._resolve(item, error=TaskTimeoutError(
+                f"{host.name}: task {item.tid} ({item.task.name}) ran past its timeout of "
+                f"{seconds:g} s; its worker process was ended", host.name, seconds))
+        elif kind == "died":
+            exitcode, records = event[2], event[3]
+            future.logs = [logging.makeLogRecord(r) for r in records]
+            self._resolve(item, error=WorkerDiedError(
+                f"{host.name}: the worker process running task {item.tid} ({item.task.name}) "
+                f"died (exit code {exitcode})", host.name, exitcode))
+
+    def _resolve(self, item: _WorkItem, result: Any = None,
+                 error: Optional[BaseException] = None) -> None:
+        future = item.future
+        try:
+            if not item.running and not future.set_running_or_notify_cancel():
+                self._forget(item)
+                return
+            item.running = True
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+        except InvalidStateError:
+            pass  # cancelled while its result was on the way
+        self._forget(item)
+
+    def _forget(self, item: _WorkItem) -> None:
+        with self._lock:
+            if self._items.pop(item.tid, None) is not None and not self._items:
+                self._idle.notify_all()
+
+    # -- dispatch -----------------------------------------------------------
+    def _pump(self) -> None:
+        """Hand waiting items to hosts with room; send them, one message per host."""
+        batches: Dict[str, List[_WorkItem]] = {}
+        with self._lock:
+            for host_name, tid, item in self._scheduler.assign():
+                if not item.running:
+                    if not item.future.set_running_or_notify_cancel():
+                        self._scheduler.release(host_name, tid)
+                        self._items.pop(tid, None)
+                        if not self._items:
+                            self._idle.notify_all()
+                        continue
+                    item.running = True
+                    item.future._stop_remote = self._stop_remote
+                item.host = host_name
+                item.future.host = host_name
+                item.future.hosts.append(host_name)
+                batches.setdefault(host_name, []).append(item)
+        for host_name, items in batches.items():
+            self._send(host_name, items)
+
+    def _send(self, host_name: str, items: List[_WorkItem]) -> None:
+        host = self._hosts[host_name]
+        message = ("run", [(item.tid, item.task.fn_payload, item.task.args_payload,
+                            item.task.timeout or self.task_timeout) for item in items])
+        try:
+            host.pipe.send(message)
+        except (PipeBroken, PipeClosed):
+            pass  # the host's reader thread sees the end and requeues them
+        except Exception as exc:  # cannot be sent to this host (e.g. VersionSkewError)
+            for item in items:
+                with self._lock:
+                    self._scheduler.release(host_name, item.tid)
+                    item.host = None
+                self._resolve(item, error=exc)
+            self._pump()
+
+    def _stop_remote(self, future: TaskFuture) -> None:
+        """A running future was cancelled: stop its task wherever it is."""
+        with self._lock:
+            item = self._items.get(future.task_id)
+            if item is None:
+                return
+            host_name = item.host
+            if host_name is None:  # waiting for a host again (a retry)
+                self._scheduler.discard(item.tid)
+                self._items.pop(item.tid, None)
+                if not self._items:
+                    self._idle.notify_all()
+                return
+            host = self._hosts[host_name]
+        try:
+            host.pipe.send(("cancel", item.tid))
+        except (PipeBroken, PipeClosed):
+            pass  # the host is going; its end releases the slot
+
+    # -- Executor API ---------------------------------------------------------
+    def submit(self, fn: Union[Callable[..., Any], Task], /, *args: Any,
+               **kwargs: Any) -> TaskFuture:
+        """Schedule ``fn(*args, **kwargs)`` (or a :class:`~workers.Task`) on some host.
+
+        Returns:
+            A :class:`TaskFuture`.
+
+        Raises:
+            BrokenHostPool: every host is lost.
+            RuntimeError: after :meth:`shutdown`.
+            ValueError: the task is pinned to a host the executor does not have.
+            Exception: whatever serializing the call raises.
+        """
+        if isinstance(fn, Task):
+            if args or kwargs:
+                raise TypeError("submit(task) takes no further arguments; put them in the Task")
+            task = fn
+        else:
+            task = Task(fn, *args, **kwargs)
+        return self._submit_tasks([task])[0]
+
+    def _submit_tasks(self, tasks: Sequence[Task]) -> List[TaskFuture]:
+        failed: List[Tuple[_WorkItem, BaseException]] = []
+        futures = []
+        with self._lock:
+            if self._broken is not None:
+                raise self._broken
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            for task in tasks:
+                if task.host is not None and task.host not in self._hosts:
+                    raise ValueError(f"task pinned to host {task.host!r}, which is not one of "
+                                     f"{sorted(self._hosts)}")
+            for task in tasks:
+                tid = next(self._ids)
+                future = TaskFuture(tid)
+                item = _WorkItem(tid, task, future,
+                                 self.retries if task.retries is None else task.retries)
+                self._items[tid] = item
+                futures.append(future)
+                if task.host is not None and task.host not in self._scheduler.hosts:
+                    host = self._hosts[task.host]
+                    failed.append((item, self._lost_error(host, item, host.error)))
+                    continue
+                self._scheduler.push(tid, item, host=task.host)
+        for item, error in failed:
+            self._resolve(item, error=error)
+        self._pump()
+        return futures
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
+            timeout: Optional[float] = None, chunksize: int = 1,
+            progress: bool = False) -> Iterator[Any]:
+        """Like ``concurrent.futures.Executor.map``: ``fn`` over the iterables'
+        items, results in order, all tasks submitted at once.
+
+        Args:
+            timeout: seconds from this call after which the iterator raises
+                ``TimeoutError`` (the remaining tasks are then cancelled).
+            chunksize: items per task; large chunks cut per-task overhead.
+            progress: draw a progress bar on stderr, if it is a terminal.
+
+        Raises:
+            Exception: the first failing item's exception, from the iterator.
+        """
+        if chunksize < 1:
+            raise ValueError(f"chunksize must be at least 1, not {chunksize}")
+        end = None if timeout is None else time.monotonic() + timeout
+        name = getattr(fn, "__qualname__", None) or "map"
+        argument_tuples = list(zip(*iterables))
+        if chunksize == 1:
+            fn_payload = serial.dumps(fn)
+            tasks = [Task.from_payloads(fn_payload, serial.dumps((args, {})), name)
+                     for args in argument_tuples]
+        else:
+            fn_payload = serial.dumps(functools.partial(apply_chunk, fn))
+            tasks = [Task.from_payloads(fn_payload, serial.dumps(((chunk,), {})), name)
+                     for chunk in (argument_tuples[i:i + chunksize]
+                                   for i in range(0, len(argument_tuples), chunksize))]
+        futures = self._submit_tasks(tasks)
+        bar = ProgressBar(len(argument_tuples), enabled=progress, label=name)
+        for index, future in enumerate(futures):
+            weight = min(chunksize, len(argument_tuples) - index * chunksize)
+            future.add_done_callback(functools.partial(_advance, bar, weight))
+
+        def results() -> Iterator[Any]:
+            try:
+                futures.reverse()
+                while futures:
+                    future = futures.pop()
+                    remaining = None if end is None else end - time.monotonic()
+                    value = future.result(remaining)
+                    if chunksize == 1:
+                        yield value
+                    else:
+                        yield from value
+            finally:
+                for future in futures:
+                    future.cancel()
+                bar.close()
+
+        return results()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking tasks, and end the hosts' agents once every future is
+        resolved (``wait``: before returning).
+
+        Args:
+            wait: block until every future is resolved and every host closed.
+            cancel_futures: cancel the futures whose task has not been handed to
+                a host yet.
+        """
+        with self._lock:
+            self._shutdown = True
+            waiting = self._scheduler.take_waiting() if cancel_futures else []
+        for tid, item in waiting:
+            item.future.cancel()
+            self._forget(item)
+        if wait:
+            self._close_when_idle()
+        else:
+            threading.Thread(target=self._close_when_idle, name="workers-shutdown",
+                             daemon=True).start()
+
+    def _close_when_idle(self) -> None:
+        with self._lock:
+            while self._items:
+                self._idle.wait()
+            hosts = list(self._hosts.values())
+            for host in hosts:
+                if host.state in (HostState.READY, HostState.STARTING):
+                    host.state = HostState.CLOSED
+        closers = [threading.Thread(target=_close_pipe, args=(host,), daemon=True)
+                   for host in hosts if host.pipe is not None]
+        for thread in closers:
+            thread.start()
+        for thread in closers:
+            thread.join(CLOSE_TIMEOUT + 15)
+
+    # -- introspection --------------------------------------------------------
+    @property
+    def hosts(self) -> Dict[str, HostState]:
+        """Each host's state, by name."""
+        with self._lock:
+            return {name: host.state for name, host in self._hosts.items()}
+
+    def remote_info(self, host: str) -> Dict[str, Any]:
+        """The host's agent: pid, host, python ... (the pipe's hello) plus its pool's
+        slots and cpus, and ``error`` once the host is lost."""
+        record = self._hosts[host]
+        info = dict(record.pipe.remote_info) if record.pipe is not None else {}
+        info.update(record.info)
+        info["state"] = record.state
+        info["error"] = record.error
+        return info
+
+    @property
+    def broken(self) -> bool:
+        return self._broken is not None
+
+    def __repr__(self) -> str:
+        states = ", ".join(f"{name}={state.value}" for name, state in self.hosts.items())
+        status = "broken" if self._broken else "shut down" if self._shutdown else "open"
+        return f"<SSHExecutor {status} {states}>"
+
+
+def _advance(bar: ProgressBar, weight: int, future: Future) -> None:
+    bar.advance(weight)
+
+
+def _close_pipe(host: _Host) -> None:
+    pipe = host.pipe
+    try:
+        pipe.close(timeout=CLOSE_TIMEOUT)
+    except SSHPipeError as exc:
+        logger.debug("%s: closing: %s", host.name, exc)
+    if host.reader is not None:
+        host.reader.join(5.0)

@@ -398,7 +398,11 @@ def connect(settings: ConnectSettings, *, timeout: Optional[float] = None,
         if settings.compression:
             transport.use_compression(True)
         try:
-            transport.start_client(timeout=timeout)
+            # A little longer than the banner timeout, so that a silent server is
+            # reported by paramiko's banner check rather than a bare wait.
+            transport.start_client(timeout=timeout + 1)
+            if not transport.is_active():
+                raise transport.get_exception() or paramiko.SSHException("negotiation failed")
         except paramiko.SSHException as exc:
             text = str(exc).lower()
             if (isinstance(exc.__context__, (socket.timeout, TimeoutError))

@@ -1,0 +1,606 @@
+"""SSHMultiPipe: many SSHPipes, each with its own host and agent, driven from one point.
+
+::
+
+     caller process
+    +--------------------------------------------------------------------------+
+    | SSHMultiPipe                                                             |
+    |                                                                          |
+    |  start():  starter thread per pipe --(start slot, per host)--> SSHPipe.start()
+    |  send(name, obj):  SSHPipe.send                                          |
+    |  broadcast(obj):   serial.dumps once --> SSHPipe.send_bytes, each pipe   |
+    |                                                                          |
+    |  reader thread per running pipe:                                         |
+    |     SSHPipe.recv() --> (name, REPLY, obj) --+                            |
+    |     the pipe ended --> (name, END, lost?) --+--> events queue --> recv() |
+    |                                                                          |
+    |  close():  closer thread per pipe --> SSHPipe.close() --> {name: result} |
+    +--------------------------------------------------------------------------+
+          each SSHPipe: its own child process and SSH connection (sshpipe.pipe)
+
+Actors:
+
+- **Starter threads** (one per pipe, only while :meth:`SSHMultiPipe.start` runs)
+  call ``SSHPipe.start()`` so that the SSH handshakes and agent start-ups of all
+  pipes overlap. At most ``start_per_host`` of them connect to one host at a time,
+  because OpenSSH's default ``MaxStartups 10:30:100`` makes sshd drop new
+  connections at random once 10 are unauthenticated. A failure is recorded for
+  its pipe and never stops the others.
+- **Reader threads** (one per pipe that started) loop on ``SSHPipe.recv()`` and
+  put each reply on one events queue, so :meth:`SSHMultiPipe.recv` returns
+  replies in the order they arrived, whichever pipe sent them. When its pipe
+  ends, a reader puts one END event, last, and stops; the END says whether the
+  pipe was *lost* (broke, or its agent failed before ``close()``).
+- **Closer threads** (one per pipe, only while :meth:`SSHMultiPipe.close` runs)
+  call ``SSHPipe.close()`` so that slow agents end in parallel.
+
+Ownership: the SSHMultiPipe creates its pipes in :meth:`~SSHMultiPipe.add` and
+is the only one to start and close them. After ``start()`` the reader threads are
+the only callers of the member pipes' ``recv()``; anything else (``send``,
+``flush``, ``remote_info``, ``kill``) may be used on a member directly. The
+events queue is written by the reader threads and read only by ``recv()``.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from typing import (Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple,
+                    Union)
+
+from sshpipe import serial
+from sshpipe.errors import PipeBroken, PipeClosed, SSHPipeError
+from sshpipe.handler import SSHPipeHandler
+from sshpipe.pipe import PipeState, Response, SSHPipe
+
+__all__ = ["MemberLost", "MultiPipeState", "SSHMultiPipe", "START_PER_HOST", "StartError"]
+
+logger = logging.getLogger(__name__)
+
+# Pipes that connect to the same host at once during start(). OpenSSH's default
+# MaxStartups (10:30:100) starts refusing connections at random beyond 10
+# unauthenticated ones; 8 keeps clear of it and leaves room for other sessions.
+# Higher starts faster against servers that allow it; None means no limit.
+START_PER_HOST = 8
+# How long start() waits, past its deadline, for killed starts to give up.
+_ABANDON_GRACE = 20.0
+# How long close() waits for a reader thread after its pipe ended.
+_READER_JOIN_TIMEOUT = 5.0
+
+# Kinds of items on the events queue.
+_REPLY = "reply"            # value: the reply object
+_BAD_REPLY = "bad-reply"    # value: the exception that loading the reply raised
+_END = "end"                # value: MemberLost, or None when the pipe ended cleanly
+_ALL_ENDED = "all-ended"    # put back by every recv() that sees it: wakes other waiters
+
+Result = Union[Response, BaseException]
+
+
+class MultiPipeState(enum.Enum):
+    """Life cycle of an SSHMultiPipe; each member pipe also has its own PipeState."""
+
+    NEW = "new"            # pipes may be added; nothing started
+    STARTING = "starting"  # start() is starting the pipes
+    RUNNING = "running"    # start() returned; status() says which pipes run
+    CLOSING = "closing"    # close() is ending the pipes
+    CLOSED = "closed"      # every pipe ended; close()'s results are final
+
+
+class StartError(SSHPipeError):
+    """Some pipes of an SSHMultiPipe did not start (``start(raise_on_error=True)``).
+
+    The pipes that did start keep running; ``close()`` ends them.
+
+    Attributes:
+        failures: ``{name: exception}`` for each pipe that did not start.
+        total: how many pipes ``start()`` tried.
+    """
+
+    def __init__(self, failures: Mapping[str, BaseException], total: int):
+        self.failures = dict(failures)
+        self.total = total
+        # Each failure in full, indented: an AgentStartError's remote stderr is the why.
+        lines = [f"  {name}: {type(error).__name__}: "
+                 + str(error).strip().replace("\n", "\n    ")
+                 for name, error in self.failures.items()]
+        super().__init__(f"{len(self.failures)} of {total} pipes did not start:\n"
+                         + "\n".join(lines))
+
+    def __reduce__(self):
+        return (type(self), (self.failures, self.total))
+
+
+class MemberLost(PipeBroken):
+    """A member pipe ended before ``close()``: it broke, or its agent failed.
+
+    ``SSHMultiPipe.recv()`` raises it once per lost pipe, after that pipe's last
+    reply, and the other pipes go on. For a broken pipe the pipe's own error is
+    the ``__cause__``.
+
+    Attributes:
+        name: the member's name in the SSHMultiPipe.
+        host: its host.
+        response: the agent's :class:`~sshpipe.pipe.Response` when it ended with a
+            non-zero exit status; None when the pipe broke (the end is unknown).
+    """
+
+    def __init__(self, message: str, name: str, host: str,
+                 response: Optional[Response] = None):
+        self.name = name
+        self.host = host
+        self.response = response
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.name, self.host, self.response))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else repr(error)
+
+
+class SSHMultiPipe:
+    """Many :class:`~sshpipe.SSHPipe` s, started, fed and closed as one.
+
+    Each member has a name, a host, and a command or handler of its own. Members
+    start concurrently; one that fails to start is reported and the others run.
+    Replies from all members come out of one :meth:`recv` as ``(name, obj)``.
+
+    Example::
+
+        with SSHMultiPipe(config="ssh_config", handler=Echo) as multi:  # defaults
+            ...
+
+        multi = SSHMultiPipe(config="ssh_config")
+        multi.add("db1", "db1.example", handler=Worker)
+        multi.add("db2", "db2.example", command="agent.py --fast")
+        failed = multi.start(timeout=60)      # {name: exception}, empty if all ran
+        multi.broadcast({"job": 1})
+        name, reply = multi.recv(timeout=30)
+        results = multi.close()               # {name: Response or exception}
+
+    Args:
+        pipes: ``{name: {"host": ..., "command" or "handler": ..., other SSHPipe
+            arguments}}``, added in order as if by :meth:`add`.
+        start_per_host: how many pipes connect to one host (as written in
+            ``host``) at once during :meth:`start`; None for no limit. See
+            :data:`START_PER_HOST`.
+        **defaults: SSHPipe arguments shared by every member (``config``,
+            ``python``, ``handler``, ``ready_timeout`` ...); a member's own
+            arguments override them.
+    """
+
+    def __init__(self, pipes: Optional[Mapping[str, Mapping[str, Any]]] = None, *,
+                 start_per_host: Optional[int] = START_PER_HOST, **defaults: Any):
+        if start_per_host is not None and start_per_host < 1:
+            raise ValueError(f"start_per_host must be at least 1 or None, not {start_per_host}")
+        if "name" in defaults or "host" in defaults:
+            raise TypeError("'name' and 'host' are given per pipe, to add()")
+        self.start_per_host = start_per_host
+        self._defaults = dict(defaults)
+        # Guards every attribute below; waited on by close() callers.
+        self._cond = threading.Condition()
+        self._state = MultiPipeState.NEW
+        self._pipes: Dict[str, SSHPipe] = {}            # add order
+        self._start_errors: Dict[str, BaseException] = {}
+        self._started: List[str] = []                   # reached RUNNING in start()
+        self._readers: List[threading.Thread] = []
+        self._open_readers = 0     # readers whose END event recv() has not taken yet
+        self._results: Optional[Dict[str, Result]] = None
+        # Written by the reader threads, read by recv() only.
+        self._events: "queue.Queue[Tuple[str, str, Any]]" = queue.Queue()
+        for name, spec in (pipes or {}).items():
+            spec = dict(spec)
+            try:
+                host = spec.pop("host")
+            except KeyError:
+                raise TypeError(f"pipe {name!r}: its mapping needs a 'host'") from None
+            self.add(name, host, **spec)
+
+    # -- members ------------------------------------------------------------
+    def add(self, name: str, host: str, command: Optional[str] = None,
+            **pipe_kwargs: Any) -> SSHPipe:
+        """Add a pipe named ``name`` to ``host`` and return it (not started).
+
+        ``command`` and ``pipe_kwargs`` are :class:`~sshpipe.SSHPipe`'s arguments,
+        merged over the constructor's defaults; a member that gives ``command``
+        or ``handler`` drops the other from the defaults. The pipe's own name is
+        ``name``. Allowed in state NEW only.
+
+        Raises:
+            ValueError: a duplicate or empty name, or arguments SSHPipe refuses.
+            PipeClosed: the SSHMultiPipe was already started.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a pipe's name must be a non-empty string, not {name!r}")
+        if "name" in pipe_kwargs:
+            raise TypeError("the pipe's name is add()'s first argument")
+        kwargs = dict(self._defaults)
+        if command is not None or "handler" in pipe_kwargs:
+            kwargs.pop("command", None)
+            kwargs.pop("handler", None)
+        kwargs.update(pipe_kwargs)
+        if command is not None:
+            kwargs["command"] = command
+        with self._cond:
+            self._check_addable(name)
+        pipe = SSHPipe(host, name=name, **kwargs)
+        with self._cond:
+            self._check_addable(name)
+            self._pipes[name] = pipe
+        return pipe
+
+    def _check_addable(self, name: str) -> None:
+        if self._state is not MultiPipeState.NEW:
+            raise PipeClosed(f"{self!r}: pipes can be added only before start()")
+        if name in self._pipes:
+            raise ValueError(f"a pipe named {name!r} was already added")
+
+    def __getitem__(self, name: str) -> SSHPipe:
+        """The member pipe ``name``; do not call its ``recv()`` once started (the
+        SSHMultiPipe's reader takes its replies)."""
+        try:
+            return self._pipes[name]
+        except KeyError:
+            raise KeyError(f"no pipe named {name!r}; pipes: {list(self._pipes)}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._pipes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._pipes))
+
+    def __len__(self) -> int:
+        return len(self._pipes)
+
+    @property
+    def names(self) -> List[str]:
+        """Every member's name, in the order added."""
+        return list(self._pipes)
+
+    @property
+    def state(self) -> MultiPipeState:
+        return self._state
+
+    def status(self) -> Dict[str, PipeState]:
+        """``{name: PipeState}`` of every member, now, in the order added.
+
+        A member that failed to start is BROKEN, or NEW when it failed before its
+        child process started (see :attr:`start_errors` for why)."""
+        return {name: pipe.state for name, pipe in self._pipes.items()}
+
+    @property
+    def start_errors(self) -> Dict[str, BaseException]:
+        """``{name: exception}`` of the members :meth:`start` could not start."""
+        with self._cond:
+            return dict(self._start_errors)
+
+    @property
+    def running(self) -> List[str]:
+        """Names of the members whose state is RUNNING now."""
+        return [name for name, pipe in self._pipes.items() if pipe.state is PipeState.RUNNING]
+
+    def __repr__(self) -> str:
+        counts = Counter(pipe.state.value for pipe in self._pipes.values())
+        by_state = " ".join(f"{state.value}={counts[state.value]}" for state in PipeState
+                            if counts[state.value])
+        return (f"<SSHMultiPipe {self._state.value} {len(self._pipes)} pipes"
+                f"{': ' + by_state if by_state else ''}>")
+
+    # -- start --------------------------------------------------------------
+    def start(self, timeout: Optional[float] = None, *,
+              raise_on_error: bool = False) -> Dict[str, BaseException]:
+        """Start every member concurrently; return ``{name: exception}`` for those
+        that did not start (empty when all did).
+
+        A member that fails does not stop the others: they keep running whatever
+        happens, and :meth:`status` and :attr:`start_errors` say which failed.
+        Allowed in state NEW only.
+
+        Args:
+            timeout: seconds for all members together (None: each member's own
+                ``ready_timeout`` bounds it). Members not running by then are
+                killed and reported with a ``TimeoutError``.
+            raise_on_error: raise :class:`StartError` instead of returning when a
+                member failed; the others still run and ``close()`` ends them.
+
+        Raises:
+            PipeClosed: start() was already called.
+            StartError: with ``raise_on_error``, when any member failed.
+        """
+        with self._cond:
+            if self._state is not MultiPipeState.NEW:
+                raise PipeClosed(f"{self!r}: start() works once")
+            self._state = MultiPipeState.STARTING
+        deadline = None if timeout is None else time.monotonic() + timeout
+        slots: Dict[str, threading.BoundedSemaphore] = {}
+        if self.start_per_host is not None:
+            for pipe in self._pipes.values():
+                slots.setdefault(pipe.host, threading.BoundedSemaphore(self.start_per_host))
+        errors: Dict[str, BaseException] = {}
+        killed: Set[str] = set()
+        threads = {}
+        for name, pipe in self._pipes.items():
+            threads[name] = threading.Thread(
+                target=self._start_one, args=(name, pipe, slots.get(pipe.host), deadline, errors),
+                name=f"sshpipe-multi-start-{name}", daemon=True)
+            threads[name].start()
+        for thread in threads.values():
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        late = [name for name, thread in threads.items() if thread.is_alive()]
+        if late:
+            self._abandon_starts(late, threads, killed)
+        for name in killed:
+            errors[name] = _timeout_error(name, self._pipes[name], timeout, errors.get(name))
+        with self._cond:
+            self._start_errors = {name: errors[name] for name in self._pipes if name in errors}
+            self._started = [name for name in self._pipes
+                             if name not in errors and self._pipes[name].state is PipeState.RUNNING]
+            for name in self._started:
+                reader = threading.Thread(target=self._read, args=(name, self._pipes[name]),
+                                          name=f"sshpipe-multi-recv-{name}", daemon=True)
+                self._readers.append(reader)
+            self._open_readers = len(self._readers)
+            self._state = MultiPipeState.RUNNING
+            failures = dict(self._start_errors)
+        for reader in self._readers:
+            reader.start()
+        if not self._readers:
+            self._events.put(("", _ALL_ENDED, None))
+        for name, error in failures.items():
+            logger.debug("%r: pipe %r did not start: %s", self, name, error)
+        if failures and raise_on_error:
+            raise StartError(failures, len(self._pipes))
+        return failures
+
+    def _start_one(self, name: str, pipe: SSHPipe,
+                   slot: Optional[threading.BoundedSemaphore], deadline: Optional[float],
+                   errors: Dict[str, BaseException]) -> None:
+        """Starter thread: start one pipe within its host's slots; record failure."""
+        if slot is not None:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not slot.acquire(timeout=wait):
+                errors[name] = TimeoutError(
+                    f"pipe {name!r} ({pipe.host}): no start slot free within the timeout "
+                    f"({self.start_per_host} starts at once per host)")
+                return
+        try:
+            pipe.start()
+        except Exception as exc:  # recorded per pipe; start() reports it
+            errors[name] = exc
+        finally:
+            if slot is not None:
+                slot.release()
+
+    def _abandon_starts(self, late: Sequence[str], threads: Mapping[str, threading.Thread],
+                        killed: Set[str]) -> None:
+        """Kill the child of every start still waiting past the deadline, so that
+        its ``start()`` gives up, and wait for the starter threads to end."""
+        give_up = time.monotonic() + _ABANDON_GRACE
+        pending = list(late)
+        while pending and time.monotonic() < give_up:
+            for name in pending:
+                pipe = self._pipes[name]
+                # pid is None for the instant before the child exists; retry then.
+                if name not in killed and pipe.pid is not None:
+                    pipe.kill()
+                    killed.add(name)
+            threads[pending[0]].join(0.05)
+            pending = [name for name in pending if threads[name].is_alive()]
+        for name in pending:
+            logger.warning("%r: the start of pipe %r did not end after its kill", self, name)
+            killed.add(name)
+
+    # -- sending ------------------------------------------------------------
+    def send(self, name: str, obj: Any, timeout: Optional[float] = None) -> int:
+        """Send ``obj`` to the member ``name``; return its sequence number there.
+
+        Raises:
+            KeyError: no member has that name.
+            PipeClosed, PipeBroken, TimeoutError: as ``SSHPipe.send``.
+        """
+        return self[name].send(obj, timeout=timeout)
+
+    def broadcast(self, obj: Any, timeout: Optional[float] = None, *,
+                  names: Optional[Sequence[str]] = None) -> Dict[str, Union[int, BaseException]]:
+        """Send ``obj`` to many members; return ``{name: seq or exception}``.
+
+        ``obj`` is serialized once, here, and the same bytes go to every member,
+        so broadcasting costs one pickling whatever the number of pipes. A member
+        that cannot take it (broken, closed, window still full at the deadline)
+        gets its exception in the result instead of stopping the others.
+
+        Args:
+            obj: the message; an unserializable one raises before anything is sent.
+            timeout: seconds for all sends together; a member whose window is
+                full waits at most until then (the sends are one after the other).
+            names: the members to send to; default: every member that started.
+
+        Raises:
+            KeyError: a name in ``names`` is not a member.
+            PipeClosed: the SSHMultiPipe is not started.
+        """
+        with self._cond:
+            if self._state in (MultiPipeState.NEW, MultiPipeState.STARTING):
+                raise PipeClosed(f"{self!r}: not started")
+            targets = list(self._started if names is None else names)
+        pipes = [(name, self[name]) for name in targets]
+        payload = serial.dumps(obj)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        results: Dict[str, Union[int, BaseException]] = {}
+        for name, pipe in pipes:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                if _is_term_message(pipe, obj):
+                    # Through send(), so the pipe knows its term message went out and
+                    # close() does not send a second one that would stay unhandled.
+                    results[name] = pipe.send(obj, timeout=remaining)
+                else:
+                    results[name] = pipe.send_bytes(payload, timeout=remaining)
+            except (SSHPipeError, TimeoutError) as exc:
+                results[name] = exc
+        return results
+
+    # -- receiving ----------------------------------------------------------
+    def recv(self, timeout: Optional[float] = None) -> Tuple[str, Any]:
+        """Return ``(name, obj)``: the next reply from whichever member sent first.
+
+        Replies come out in the order they arrived. A member that ends cleanly
+        (exit status 0) just stops replying; one that is *lost* before
+        :meth:`close` raises :class:`MemberLost` once, after its last reply,
+        and the next call goes on with the others.
+
+        Raises:
+            TimeoutError: no reply within ``timeout`` seconds.
+            MemberLost: a member broke or its agent failed; ``.name`` says which.
+            EOFError: every member has ended and every reply has been returned.
+            PipeClosed: the SSHMultiPipe is not started.
+            SSHPipeError: a reply could not be deserialized here (its cause chained).
+        """
+        with self._cond:
+            if self._state in (MultiPipeState.NEW, MultiPipeState.STARTING):
+                raise PipeClosed(f"{self!r}: not started")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                name, kind, value = self._events.get(timeout=remaining)
+            except queue.Empty:
+                raise TimeoutError(f"no reply from any of {len(self._started)} pipes "
+                                   f"within {timeout:g} s") from None
+            if kind == _REPLY:
+                return name, value
+            if kind == _BAD_REPLY:
+                raise SSHPipeError(f"pipe {name!r}: a reply could not be deserialized: "
+                                   f"{value}") from value
+            if kind == _ALL_ENDED:
+                self._events.put((name, kind, value))
+                raise EOFError(f"all {len(self._started)} started pipes have ended; "
+                               "no more replies")
+            with self._cond:  # _END: the pipe's last event
+                self._open_readers -= 1
+                if self._open_readers == 0:
+                    self._events.put(("", _ALL_ENDED, None))
+            if value is not None:
+                raise value
+
+    def _read(self, name: str, pipe: SSHPipe) -> None:
+        """Reader thread: move the pipe's replies to the events queue, then its END."""
+        lost: Optional[MemberLost] = None
+        try:
+            while True:
+                try:
+                    obj = pipe.recv()
+                except EOFError:
+                    lost = self._lost_if_failed(name, pipe)
+                    return
+                except PipeBroken as exc:
+                    lost = self._lost_if_broken(name, pipe, exc)
+                    return
+                except Exception as exc:  # loading this reply failed; the pipe goes on
+                    self._events.put((name, _BAD_REPLY, exc))
+                    continue
+                self._events.put((name, _REPLY, obj))
+        finally:
+            self._events.put((name, _END, lost))
+
+    def _lost_if_failed(self, name: str, pipe: SSHPipe) -> Optional[MemberLost]:
+        """The agent ended: lost if it failed on its own, before close()."""
+        with self._cond:
+            if self._state in (MultiPipeState.CLOSING, MultiPipeState.CLOSED):
+                return None
+        response = pipe.response(timeout=0)
+        if response.exitcode == 0:
+            return None
+        why = response.reason or f"the agent ended with exit status {response.exitcode}"
+        return MemberLost(f"pipe {name!r} ({pipe.host}) lost: {why}", name, pipe.host, response)
+
+    def _lost_if_broken(self, name: str, pipe: SSHPipe,
+                        error: PipeBroken) -> Optional[MemberLost]:
+        with self._cond:
+            if self._state in (MultiPipeState.CLOSING, MultiPipeState.CLOSED):
+                return None
+        lost = MemberLost(f"pipe {name!r} ({pipe.host}) broke: {_first_line(error)}",
+                          name, pipe.host)
+        lost.__cause__ = error
+        return lost
+
+    # -- close --------------------------------------------------------------
+    def close(self, msg: Any = None,
+              timeout: Optional[float] = None) -> Dict[str, Result]:
+        """End every member concurrently; return ``{name: Response or exception}``.
+
+        Each member gets ``SSHPipe.close(msg, timeout)``: the term message, then
+        the wait for its agent's end (escalating to closing the channel and
+        ending the child past ``timeout``). A member that never started gets its
+        start error; one that broke gets its ``PipeBroken``. Replies not yet taken
+        stay available to :meth:`recv`. Allowed in every state; a second call
+        returns the first one's results.
+
+        Raises:
+            PipeClosed: start() is still running in another thread.
+        """
+        with self._cond:
+            if self._state is MultiPipeState.STARTING:
+                raise PipeClosed(f"{self!r}: start() is still running")
+            if self._state in (MultiPipeState.CLOSING, MultiPipeState.CLOSED):
+                self._cond.wait_for(lambda: self._results is not None)
+                return dict(self._results or {})
+            never_started = self._state is MultiPipeState.NEW
+            self._state = MultiPipeState.CLOSING
+            start_errors = dict(self._start_errors)
+        if never_started:
+            self._events.put(("", _ALL_ENDED, None))  # recv() then raises EOFError
+        results: Dict[str, Result] = {}
+        threads = [threading.Thread(target=self._close_one,
+                                    args=(name, pipe, msg, timeout, start_errors, results),
+                                    name=f"sshpipe-multi-close-{name}", daemon=True)
+                   for name, pipe in self._pipes.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for reader in self._readers:
+            reader.join(_READER_JOIN_TIMEOUT)
+        with self._cond:
+            self._results = {name: results[name] for name in self._pipes}
+            self._state = MultiPipeState.CLOSED
+            self._cond.notify_all()
+            return dict(self._results)
+
+    @staticmethod
+    def _close_one(name: str, pipe: SSHPipe, msg: Any, timeout: Optional[float],
+                   start_errors: Mapping[str, BaseException],
+                   results: Dict[str, Result]) -> None:
+        """Closer thread: close one pipe and record its response or error."""
+        try:
+            result: Result = pipe.close(msg, timeout=timeout)
+        except Exception as exc:  # recorded per pipe; close() reports it
+            result = exc
+        results[name] = start_errors.get(name, result)
+
+    def __enter__(self) -> "SSHMultiPipe":
+        if self._state is MultiPipeState.NEW:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def _is_term_message(pipe: SSHPipe, obj: Any) -> bool:
+    return isinstance(obj, str) and (obj == pipe.term_message
+                                     or obj in SSHPipeHandler.TERM_MESSAGES)
+
+
+def _timeout_error(name: str, pipe: SSHPipe, timeout: Optional[float],
+                   cause: Optional[BaseException]) -> TimeoutError:
+    error = TimeoutError(f"pipe {name!r} ({pipe.host}): not running within "
+                         f"{timeout:g} s; killed" if timeout is not None else
+                         f"pipe {name!r} ({pipe.host}): its start did not end; killed")
+    error.__cause__ = cause
+    return error

@@ -8,6 +8,10 @@ ready (spawn start-up is not counted) and stops when the last record is on disk.
     .venv/bin/python benchmarks/bench_logging.py            # table
     .venv/bin/python benchmarks/bench_logging.py --json     # JSON
 
+Rows: the bare set-up; MpLogger; MpLogger also writing a consolidated file (each
+record written twice); MpLogger flushing after every record as the bare
+FileHandler does (what the compact wire form gains without batched flushes).
+
 The target is MpLogger >= 0.8 of the bare set-up.
 """
 from __future__ import annotations
@@ -24,7 +28,7 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List
 
-from sshpipe.logging import MpLogger
+from sshpipe.logging import MpLogger, _Listener
 
 FORMAT = "[ %(asctime)s ][ %(levelname)s ][ %(message)s ]"
 LOGGER = "bench"
@@ -86,8 +90,26 @@ def run_bare(ctx: Any, folder: str, producers: int, count: int) -> float:
 
 
 def run_mplogger(ctx: Any, folder: str, producers: int, count: int,
-                 consolidate: bool = False) -> float:
-    """Seconds for MpLogger to write every record (twice with ``consolidate``)."""
+                 consolidate: bool = False, flush_each: bool = False) -> float:
+    """Seconds for MpLogger to write every record (twice with ``consolidate``).
+
+    ``flush_each`` flushes after every record as the bare set-up's FileHandler does
+    (MpLogger flushes every FLUSH_INTERVAL), to show what the wire form alone gains.
+    """
+    if flush_each:
+        # Benchmark-only: reach into the listener so its files flush per record.
+        make_file = _Listener._file
+
+        def _file(self: Any, path: str) -> Any:
+            handler = make_file(self, path)
+            handler.flush_every_record = True
+            return handler
+
+        _Listener._file = _file
+        try:
+            return run_mplogger(ctx, folder, producers, count, consolidate)
+        finally:
+            _Listener._file = make_file
     logdir = os.path.join(folder, "mplogger")
     mplogger = MpLogger(LOGGER + "-all", level_formats={"default": FORMAT}, logdir=logdir,
                         consolidate=consolidate)
@@ -120,6 +142,8 @@ def main(argv: List[str]) -> int:
         "MpLogger": lambda d: run_mplogger(ctx, d, args.producers, args.records),
         "MpLogger consolidate": lambda d: run_mplogger(
             ctx, d, args.producers, args.records, consolidate=True),
+        "MpLogger, flush every record": lambda d: run_mplogger(
+            ctx, d, args.producers, args.records, flush_each=True),
     }
     times: Dict[str, List[float]] = {label: [] for label in setups}
     for _ in range(args.repeat):

@@ -42,7 +42,7 @@ import shlex
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 from sshpipe import bootstrap, protocol, serial
 from sshpipe._child import check_code_compatible
@@ -131,7 +131,10 @@ class SSHPipe(multiprocessing.Process):
 
     Args:
         host: an address, a host name or an alias in the ssh config.
-        command: the remote command that runs the agent; its words are quoted.
+        command: the remote command that runs the agent: a string, split into
+            words as a shell would (quote a path with spaces), or a list of words.
+            Each word reaches the remote quoted, so nothing in it is interpreted
+            by the remote shell.
         handler, handler_args, handler_kwargs: the agent, sent by value, instead
             of a command.
         modules: names of local modules or packages the handler imports that the
@@ -160,7 +163,8 @@ class SSHPipe(multiprocessing.Process):
         max_frame: largest message accepted from either side, in bytes.
     """
 
-    def __init__(self, host: str, command: Optional[str] = None, name: Optional[str] = None,
+    def __init__(self, host: str, command: Union[str, Sequence[str], None] = None,
+                 name: Optional[str] = None,
                  user: Optional[str] = None, term_message: str = "TERM",
                  config: Optional[str] = None, encoding: str = "utf8",
                  callback: Optional[Callable[[Optional[int], str, str], Any]] = None,
@@ -194,7 +198,12 @@ class SSHPipe(multiprocessing.Process):
         self._python = python
         self._handler_call = (handler, tuple(handler_args), dict(handler_kwargs or {}))
         self._modules = tuple(modules)
-        argv = shlex.split(command) if command is not None else []
+        if command is None:
+            argv: List[str] = []
+        elif isinstance(command, str):
+            argv = shlex.split(command)
+        else:
+            argv = [str(word) for word in command]
         if command is not None and not argv:
             raise ValueError("the remote command is empty")
         # Handlers and .py scripts run through the zero-install loader; any other

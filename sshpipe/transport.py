@@ -27,7 +27,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import paramiko
 
-from sshpipe.errors import AuthenticationError, ConnectError, ConnectTimeout, HostKeyError
+from sshpipe.errors import (AuthenticationError, ConnectError, ConnectTimeout, HostKeyError,
+                            SSHConfigError)
 
 __all__ = ["ConnectSettings", "connect", "settings_for"]
 
@@ -115,7 +116,10 @@ def settings_for(host: str, config: Optional[str] = None, *, user: Optional[str]
     from sshpipe.config import load
 
     path = config if config is not None else "~/.ssh/config"
-    resolved = load(path).resolve(host, user=user, port=port)
+    try:
+        resolved = load(path).resolve(host, user=user, port=port)
+    except FileNotFoundError as exc:
+        raise SSHConfigError("ssh config file not found", path) from exc
     identity_files = _as_list(resolved.get("identityfile"))
     if identity_file:
         identity_files = [identity_file] + identity_files

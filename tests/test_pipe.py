@@ -336,3 +336,16 @@ def test_close_on_new_pipe_and_double_start(sshd):
     assert pipe.close() == (None, "", "")
     with pytest.raises(PipeClosed):
         pipe.start()
+
+
+def test_command_as_word_list_keeps_spaces_in_paths(sshd, tmp_path):
+    """A command given as a list of words keeps a path with spaces as one word."""
+    import shutil
+
+    spaced = tmp_path / "dir with spaces"
+    spaced.mkdir()
+    shutil.copy(ECHO, spaced / "echo agent.py")
+    with SSHPipe(sshd.alias, [str(spaced / "echo agent.py")], config=sshd.config_path,
+                 python=sshd.python) as pipe:
+        pipe.send("spaced")
+        assert pipe.recv(timeout=10) == "spaced"

@@ -92,6 +92,16 @@ def _is_covered(logger: logging.Logger, token: str) -> bool:
     return False
 
 
+def _propagates_to(logger: logging.Logger, ancestor: logging.Logger) -> bool:
+    """True if records of ``logger`` reach ``ancestor``'s handlers."""
+    current: Optional[logging.Logger] = logger
+    while current is not None and current is not ancestor:
+        if not current.propagate:
+            return False
+        current = current.parent
+    return current is ancestor
+
+
 def attach(handler: QueueHandler, names: Iterable[str]) -> List[logging.Logger]:
     """Attach ``handler`` so that records of every logger in ``names`` reach it once.
 
@@ -109,7 +119,7 @@ def attach(handler: QueueHandler, names: Iterable[str]) -> List[logging.Logger]:
         prefix = f"{logger.name}." if name else ""
         for other_name, other in list(logging.Logger.manager.loggerDict.items()):
             if (isinstance(other, logging.Logger) and other_name.startswith(prefix)
-                    and other is not logger):
+                    and other is not logger and _propagates_to(other, logger)):
                 for other_handler in list(other.handlers):
                     if getattr(other_handler, "token", None) == handler.token:
                         other.removeHandler(other_handler)

@@ -29,9 +29,10 @@ Actors:
   running a cancelled or timed-out task and starts a replacement, so one task's
   end never costs the host a slot. It batches what it has to say into one reply
   per turn.
-- Each **worker process** (``multiprocessing``, spawn: a fresh interpreter
-  with none of the agent's descriptors, so it cannot hold the SSH channel open)
-  runs one task at a time from its own connection and sends back the result or
+- Each **worker process** (a fresh ``python -c`` interpreter that inherits
+  only its end of a socket pair and fds 0-2, so it cannot hold the protocol
+  channel open; not ``multiprocessing``, whose resource tracker would keep the
+  agent's stdout capture open after the agent ends) runs one task at a time from its own connection and sends back the result or
   the exception with its traceback as text, and every log record the task emits
   as it is emitted. It dies with the agent (``PR_SET_PDEATHSIG`` on Linux, and a
   watchdog thread elsewhere).
@@ -51,16 +52,19 @@ cleanly) knows for sure which tasks never started.
 """
 from __future__ import annotations
 
+import json
 import logging
-import multiprocessing
 import os
 import pickle
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
 import traceback
 from collections import deque
+from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_ready
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
@@ -103,19 +107,16 @@ class WorkerAgent(SSHPipeHandler):
 
     Args:
         slots: worker processes; default the remote's CPU count.
-        start_method: multiprocessing start method of the workers (default
-            spawn: the workers hold none of the agent's descriptors).
         log_level: level from which task records are sent back.
     """
 
-    def __init__(self, slots: Optional[int] = None, start_method: str = "spawn",
-                 log_level: int = logging.INFO, **kwargs: Any):
+    def __init__(self, slots: Optional[int] = None, log_level: int = logging.INFO,
+                 **kwargs: Any):
         kwargs.setdefault("tolerance", -1)
         super().__init__(**kwargs)
         if slots is not None and slots < 1:
             raise ValueError(f"slots must be at least 1, not {slots}")
         self.slots = slots
-        self.start_method = start_method
         self.log_level = log_level
         self._inbox: Deque[tuple] = deque()
         self._wake_r, self._wake_w = -1, -1
@@ -149,7 +150,7 @@ class WorkerAgent(SSHPipeHandler):
 
     # -- pool thread ------------------------------------------------------
     def _pool_loop(self) -> None:
-        pool = _Pool(self, self.slots, self.start_method, self.log_level)
+        pool = _Pool(self, self.slots, self.log_level)
         try:
             pool.run()
         except BaseException:  # the pool thread's outermost loop: report, end the agent
@@ -173,11 +174,10 @@ class WorkerAgent(SSHPipeHandler):
 class _Pool:
     """The pool thread's state: workers, queue, inbox consumer."""
 
-    def __init__(self, agent: WorkerAgent, slots: int, start_method: str, log_level: int):
+    def __init__(self, agent: WorkerAgent, slots: int, log_level: int):
         self.agent = agent
         self.slots = slots
         self.log_level = log_level
-        self.context = multiprocessing.get_context(start_method)
         self.workers: List[Optional[_Worker]] = [None] * slots
         self.queue: Deque[Tuple[int, bytes, bytes, Optional[float]]] = deque()
         self.queued: Set[int] = set()
@@ -191,12 +191,15 @@ class _Pool:
 
     # -- workers ----------------------------------------------------------
     def _start_worker(self, index: int) -> None:
-        mine, theirs = self.context.Pipe(duplex=True)
-        process = self.context.Process(target=worker_main, args=(theirs, self.log_level, index),
-                                       name=f"workers-{index}", daemon=True)
-        process.start()
-        theirs.close()
-        self.workers[index] = _Worker(index, process, mine)
+        """A fresh interpreter that inherits only its end of a socket pair (and
+        fds 0-2: /dev/null, the agent's stdout capture, the channel's stderr)."""
+        mine, theirs = socket.socketpair()
+        with theirs:
+            process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_BOOT, str(theirs.fileno()), str(self.log_level),
+                 str(index), json.dumps(sys.path)],
+                stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), close_fds=True)
+        self.workers[index] = _Worker(index, process, Connection(mine.detach()))
 
     def _idle(self) -> List[_Worker]:
         return [w for w in self.workers if w is not None and w.tid is None and w.ending is None]
@@ -222,8 +225,7 @@ class _Pool:
             handles: List[Any] = [wake_r]
             for worker in self.workers:
                 if worker is not None:
-                    handles.append(worker.conn)
-                    handles.append(worker.process.sentinel)
+                    handles.append(worker.conn)  # EOF on it: the worker died
             ready = wait_ready(handles, self._next_timeout())
             if wake_r in ready:
                 try:
@@ -234,9 +236,7 @@ class _Pool:
             for worker in list(self.workers):
                 if worker is None:
                     continue
-                if worker.conn in ready:
-                    self._read_worker(worker)
-                if worker.process.sentinel in ready:
+                if worker.conn in ready and not self._read_worker(worker):
                     self._reap(worker)
             self._check_deadlines()
             self._dispatch()
@@ -317,16 +317,17 @@ class _Pool:
                 worker.conn.send_bytes(pickle.dumps((tid, fn_payload, args_payload),
                                                     protocol=serial.PROTOCOL))
             except OSError:
-                pass  # it died: its sentinel reports the task
+                pass  # it died: the end of its connection reports the task
 
-    def _read_worker(self, worker: _Worker) -> None:
+    def _read_worker(self, worker: _Worker) -> bool:
+        """Take what the worker sent; False once its connection ended (it died)."""
         while True:
             try:
                 if not worker.conn.poll():
-                    return
+                    return True
                 message = pickle.loads(worker.conn.recv_bytes())
             except (EOFError, OSError):
-                return  # its sentinel follows
+                return False
             kind = message[0]
             if kind == "log":
                 self._on_record(worker, message[1])
@@ -362,9 +363,12 @@ class _Pool:
 
     def _reap(self, worker: _Worker) -> None:
         """A worker ended: report its task, start a replacement."""
-        self._read_worker(worker)  # a result sent just before it died still counts
-        worker.process.join(1.0)
         worker.conn.close()
+        try:
+            worker.process.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:  # its socket closed, yet it lives: end it
+            worker.process.kill()
+            worker.process.wait(STOP_GRACE)
         tid = worker.tid
         if tid is not None:
             if worker.ending == "cancelled":
@@ -372,7 +376,8 @@ class _Pool:
             elif worker.ending == "timeout":
                 self.events.append(("timeout", tid, worker.timeout, self._records(worker)))
             else:
-                self.events.append(("died", tid, worker.process.exitcode, self._records(worker)))
+                self.events.append(("died", tid, worker.process.returncode,
+                                    self._records(worker)))
         self.workers[worker.index] = None
         if not self.agent._stopping:
             self._start_worker(worker.index)
@@ -381,15 +386,16 @@ class _Pool:
         """End every worker: EOF first, then a kill for any still running."""
         live = [w for w in self.workers if w is not None]
         for worker in live:
+            if worker.tid is not None:
+                worker.process.kill()
             worker.conn.close()
         deadline = time.monotonic() + STOP_GRACE
         for worker in live:
-            if worker.tid is not None:
+            try:
+                worker.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 worker.process.kill()
-            worker.process.join(max(0.0, deadline - time.monotonic()))
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join(1.0)
+                worker.process.wait(STOP_GRACE)
         self.workers = [None] * self.slots
 
 
@@ -451,6 +457,16 @@ def _exception_payload(exc: BaseException) -> bytes:
     except Exception:  # an exception that cannot travel: send its text instead
         return serial.dumps(RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__}: "
                                          f"{exc} (the exception could not be pickled)"))
+
+
+# What a worker interpreter runs: argv is fd, log level, index, the agent's sys.path.
+_WORKER_BOOT = (
+    "import json, sys\n"
+    "sys.path[:] = json.loads(sys.argv[4])\n"
+    "from multiprocessing.connection import Connection\n"
+    "from workers.agent import worker_main\n"
+    "worker_main(Connection(int(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3]))\n"
+)
 
 
 def worker_main(conn: Any, log_level: int, index: int) -> None:

@@ -74,6 +74,9 @@ DEFAULT_NAME = "mplogger"
 # Remote agents' records are re-emitted into "sshpipe.remote.<host>"; attaching
 # here also brings sshpipe's own records (those its loggers let through) to the files.
 CAPTURE_LOGGER = "sshpipe"
+# SSHPipe re-emits a remote record only if this logger is enabled for its level;
+# MpLogger sets it to logging_level when the user has not set a level on it.
+REMOTE_LOGGER = "sshpipe.remote"
 # Keyword arguments passed on to each file's TimedSizedRotatingHandler.
 HANDLER_KWARGS = frozenset(
     ["maxBytes", "backupCount", "encoding", "delay", "when", "interval", "utc", "atTime", "errors"])
@@ -274,6 +277,15 @@ class _Listener:
         self._routes.clear()
 
 
+def _enable_remote(level: int) -> bool:
+    """Let remote records of ``level`` and above through; True if the level was set here."""
+    remote = logging.getLogger(REMOTE_LOGGER)
+    if remote.level != logging.NOTSET:
+        return False                        # the user's choice stands
+    remote.setLevel(level)
+    return True
+
+
 def _key_fields(process_key: Union[None, str, Sequence[str]]) -> List[str]:
     if process_key is None:
         extra: Sequence[str] = ()
@@ -353,6 +365,7 @@ class MpLogger:
         self._info: Optional[LoggerInfo] = None
         self._listener: Optional[_Listener] = None
         self._end_sent = False
+        self._remote_level_set = False     # start() set the sshpipe.remote level
 
     def __repr__(self) -> str:
         return (f"<MpLogger name={self.name!r} state={self._state.value} "
@@ -416,6 +429,7 @@ class MpLogger:
             logger = logging.getLogger(main_name)
             logger.setLevel(self.logging_level)
             attach(handler, [CAPTURE_LOGGER, main_name])
+            self._remote_level_set = _enable_remote(self.logging_level)
             self._listener, self._info = listener, info
             self._owner_pid = os.getpid()
             self._state = MpLoggerState.RUNNING
@@ -457,6 +471,7 @@ class MpLogger:
         name = name or logger_info.name
         handler = QueueHandler(logger_info.queue, logger_info.token, logger_info.logging_level)
         attach(handler, [CAPTURE_LOGGER, name])
+        _enable_remote(logger_info.logging_level)
         logger = logging.getLogger(name)
         logger.setLevel(logger_info.logging_level)
         return logger
@@ -484,6 +499,9 @@ class MpLogger:
             assert self._listener is not None and self._info is not None
             # Those start() attached, and any get_logger() in this process added.
             detach_all(self._info.token)
+            if self._remote_level_set:
+                logging.getLogger(REMOTE_LOGGER).setLevel(logging.NOTSET)
+                self._remote_level_set = False
             if not self._end_sent:
                 self._info.queue.put(_END)
                 self._end_sent = True

@@ -60,7 +60,7 @@ def _handle_remote_record(info: LoggerInfo, host: str) -> None:
     # This child is the caller of an SSHPipe: remote records are re-emitted here.
     MpLogger.get_logger(info, name="child-main")
     record = _remote_record(host, "p7", logging.WARNING, "from %s via a child", (host,))
-    logging.getLogger(f"sshpipe.remote.{host}").handle(record)
+    _emit_remote(record)
 
 
 def _run_children(ctx, target: Callable, args_list: List[tuple], exitcode: int = 0) -> None:
@@ -338,6 +338,13 @@ def test_extra_attributes_travel_with_the_record(make_mplogger, tmp_path):
 
 # -- remote agents' records (contract with SSHPipe) --------------------------------------
 
+def _emit_remote(record: logging.LogRecord) -> None:
+    """Re-emit as SSHPipe does: only if the host's logger is enabled for the level."""
+    logger = logging.getLogger(f"sshpipe.remote.{record.host}")
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)
+
+
 def _remote_record(host: str, pipe: str, level: int, msg: str, args=()) -> logging.LogRecord:
     """A record as SSHPipe rebuilds it from a remote agent's log frame."""
     record = logging.makeLogRecord({
@@ -358,7 +365,7 @@ def test_remote_records_land_in_the_files_with_their_host(make_mplogger, tmp_pat
     logger.info("local line")
     for host in ("db1", "web2"):
         record = _remote_record(host, "p1", logging.INFO, "remote %s says %d", (host, 7))
-        logging.getLogger(f"sshpipe.remote.{host}").handle(record)
+        _emit_remote(record)
     below = _remote_record("db1", "p1", logging.DEBUG, "too detailed")
     logging.getLogger("sshpipe.remote.db1").handle(below)
     mplogger.stop(timeout=STOP_TIMEOUT)
@@ -388,11 +395,32 @@ def test_remote_records_by_host_key(make_mplogger, tmp_path):
     name = _unique("main")
     mplogger = make_mplogger(logdir=tmp_path, process_key="host")
     mplogger.start(name).info("local")
-    logging.getLogger("sshpipe.remote.db1").handle(
-        _remote_record("db1", "p9", logging.ERROR, "remote error"))
+    _emit_remote(_remote_record("db1", "p9", logging.ERROR, "remote error"))
     mplogger.stop(timeout=STOP_TIMEOUT)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f"{name}.log", "sshpipe.remote.db1.db1.log"])
+
+
+def test_remote_info_records_pass_sshpipes_level_check(make_mplogger, tmp_path):
+    """With the root logger at WARNING, a started MpLogger still lets remote INFO through,
+    and stop() gives the sshpipe.remote level back; a level the user set is kept."""
+    remote = logging.getLogger("sshpipe.remote")
+    assert remote.level == logging.NOTSET
+    mplogger = make_mplogger(logdir=tmp_path, logging_level=logging.INFO)
+    mplogger.start(_unique("main"))
+    assert logging.getLogger("sshpipe.remote.db9").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("sshpipe.remote.db9").isEnabledFor(logging.DEBUG)
+    mplogger.stop(timeout=STOP_TIMEOUT)
+    assert remote.level == logging.NOTSET
+    remote.setLevel(logging.ERROR)
+    try:
+        mplogger = make_mplogger(logdir=tmp_path)
+        mplogger.start(_unique("main"))
+        assert remote.level == logging.ERROR
+        mplogger.stop(timeout=STOP_TIMEOUT)
+        assert remote.level == logging.ERROR
+    finally:
+        remote.setLevel(logging.NOTSET)
 
 
 def test_remote_records_after_stop_go_nowhere(make_mplogger, tmp_path):

@@ -89,6 +89,51 @@ class CompiledFile:
     blocks: List[Block]
     problems: List[Problem]
     ignore_patterns: List[str] = field(default_factory=list)
+    _index: Optional["BlockIndex"] = None
+
+    def index(self) -> "BlockIndex":
+        """The lookup index over Host blocks (built on first use)."""
+        if self._index is None:
+            self._index = BlockIndex(self.blocks)
+        return self._index
+
+
+class BlockIndex:
+    """Which blocks a host name can activate, without testing every block.
+
+    Host blocks that hold nothing OpenSSH reads when they do not apply can be
+    skipped unless they match.  Plain names go into a dict (name -> blocks);
+    blocks with wildcards or negations are tested one by one; the file start,
+    Match blocks (whose result depends on values set so far) and ``scan``
+    blocks are always visited, in file order.
+    """
+
+    __slots__ = ("always", "literal", "wild")
+
+    def __init__(self, blocks: List["Block"]):
+        self.always: List[int] = []
+        self.literal: dict = {}
+        self.wild: List[int] = []
+        for i, b in enumerate(blocks):
+            if b.kind != "host" or b.scan:
+                self.always.append(i)
+                continue
+            pats = b.host.patterns
+            plain = [p for p in pats if not p.startswith("!") and "*" not in p and "?" not in p]
+            if len(plain) == len(pats):
+                for p in plain:
+                    self.literal.setdefault(p, []).append(i)
+            else:
+                self.wild.append(i)
+
+    def candidates(self, blocks: List["Block"], host: str) -> List[int]:
+        """Indices to visit for ``host``, in file order."""
+        hit = set(self.always)
+        hit.update(self.literal.get(host, ()))
+        for i in self.wild:
+            if blocks[i].host.match(host):
+                hit.add(i)
+        return sorted(hit)
 
 
 _MATCH_ATTRS_WITH_ARG = ("host", "originalhost", "user", "localuser", "localnetwork", "exec")

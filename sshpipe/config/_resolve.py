@@ -292,7 +292,11 @@ class Resolver:
     def _run(self, cf: CompiledFile, st: _Pass, nevermatch: bool, depth: int) -> None:
         o = st.o
         active = not nevermatch
-        for block in cf.blocks:
+        blocks = cf.blocks
+        if not nevermatch:
+            # skip Host blocks that cannot apply and hold nothing ssh reads anyway
+            blocks = [blocks[i] for i in cf.index().candidates(blocks, st.host)]
+        for block in blocks:
             kind = block.kind
             if kind == "host":
                 active = (not nevermatch) and block.host.match(st.host)

@@ -78,6 +78,9 @@ logger = logging.getLogger(__name__)
 # Records a task may log before the rest are dropped (counted): a task that logs
 # in a tight loop must not flood the channel.
 MAX_RECORDS_PER_TASK = 1000
+# Workers in a row that die before booting (a broken remote Python, say) before
+# the agent gives up instead of restarting them forever.
+MAX_BOOT_FAILURES = 3
 # How long stop() waits for workers to exit before killing them.
 STOP_GRACE = 2.0
 
@@ -88,7 +91,7 @@ class _Worker:
     """One worker process and the task it runs (pool thread only)."""
 
     __slots__ = ("index", "process", "conn", "tid", "deadline", "timeout", "ending", "records",
-                 "dropped")
+                 "dropped", "ready")
 
     def __init__(self, index: int, process: Any, conn: Any):
         self.index = index
@@ -100,6 +103,7 @@ class _Worker:
         self.ending: Optional[str] = None   # "cancelled" or "timeout" once killed for it
         self.records: List[dict] = []
         self.dropped = 0
+        self.ready = False          # it said it booted: tasks go to it without delay
 
 
 class WorkerAgent(SSHPipeHandler):
@@ -184,6 +188,7 @@ class _Pool:
         # Cancels that arrived before their task: the task is dropped on arrival.
         self.cancelled_early: Set[int] = set()
         self.events: List[tuple] = []
+        self.boot_failures = 0
 
     def take_events(self) -> List[tuple]:
         events, self.events = self.events, []
@@ -202,7 +207,8 @@ class _Pool:
         self.workers[index] = _Worker(index, process, Connection(mine.detach()))
 
     def _idle(self) -> List[_Worker]:
-        return [w for w in self.workers if w is not None and w.tid is None and w.ending is None]
+        return [w for w in self.workers
+                if w is not None and w.ready and w.tid is None and w.ending is None]
 
     def _busy(self) -> List[_Worker]:
         return [w for w in self.workers if w is not None and w.tid is not None]
@@ -217,10 +223,16 @@ class _Pool:
     def run(self) -> None:
         for index in range(self.slots):
             self._start_worker(index)
-        self.events.append(("ready", {"slots": self.slots, "pid": os.getpid(),
-                                      "cpus": os.cpu_count(), "python": sys.version.split()[0]}))
+        announced = False
         wake_r = self.agent._wake_r
         while not self.agent._stopping:
+            if not announced and all(w is not None and w.ready for w in self.workers):
+                # The caller hears "ready" once every worker booted: its first tasks
+                # do not wait for interpreters to start.
+                announced = True
+                self.events.append(("ready", {"slots": self.slots, "pid": os.getpid(),
+                                              "cpus": os.cpu_count(),
+                                              "python": sys.version.split()[0]}))
             self.agent._flush_replies(self.take_events())
             handles: List[Any] = [wake_r]
             for worker in self.workers:
@@ -329,7 +341,9 @@ class _Pool:
             except (EOFError, OSError):
                 return False
             kind = message[0]
-            if kind == "log":
+            if kind == "ready":
+                worker.ready = True
+            elif kind == "log":
                 self._on_record(worker, message[1])
             elif kind == "done":
                 _, tid, ok, payload, tb = message
@@ -379,6 +393,13 @@ class _Pool:
                 self.events.append(("died", tid, worker.process.returncode,
                                     self._records(worker)))
         self.workers[worker.index] = None
+        if not worker.ready:
+            self.boot_failures += 1
+            if self.boot_failures >= MAX_BOOT_FAILURES:
+                raise RuntimeError(f"worker processes die before they boot (exit code "
+                                   f"{worker.process.returncode}); see the remote stderr")
+        else:
+            self.boot_failures = 0
         if not self.agent._stopping:
             self._start_worker(worker.index)
 
@@ -480,6 +501,7 @@ def worker_main(conn: Any, log_level: int, index: int) -> None:
     cache: Dict[bytes, Any] = {}
     from workers.task import load_call
 
+    conn.send_bytes(pickle.dumps(("ready",), protocol=serial.PROTOCOL))
     while True:
         try:
             tid, fn_payload, args_payload = pickle.loads(conn.recv_bytes())

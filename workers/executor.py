@@ -641,9 +641,10 @@ class SSHExecutor(Executor):
             try:
                 futures.reverse()
                 while futures:
-                    future = futures.pop()
+                    future = futures[-1]
                     remaining = None if end is None else end - time.monotonic()
                     value = future.result(remaining)
+                    futures.pop()
                     if chunksize == 1:
                         yield value
                     else:

@@ -1,0 +1,57 @@
+"""Shared pieces of the workers tests: task module on the path, executors, waits."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))  # wtasks: importable here, shipped to the remotes
+
+from workers import SSHExecutor  # noqa: E402
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def executor(sshd):
+    """One executor on the test sshd with two slots, shared by a module's tests."""
+    with SSHExecutor([sshd.alias], slots=2, config=sshd.config_path, python=sshd.python,
+                     modules=["wtasks"], ready_timeout=60) as running:
+        yield running
+
+
+@pytest.fixture
+def make_executor(sshd):
+    """Build executors on the test sshd; each is shut down at the end of the test."""
+    made = []
+
+    def make(hosts=None, **kwargs):
+        kwargs.setdefault("config", sshd.config_path)
+        kwargs.setdefault("python", sshd.python)
+        kwargs.setdefault("modules", ["wtasks"])
+        made.append(SSHExecutor(hosts or [sshd.alias], **kwargs))
+        return made[-1]
+
+    yield make
+    for executor in made:
+        executor.shutdown(wait=True, cancel_futures=True)

@@ -14,7 +14,11 @@ execnet_noC     the same with ``-C`` taken out of execnet's ssh command line
                 Compression=no`` after ``-C`` does not work; the benchmark wraps
                 ``execnet.gateway_io.ssh_args`` instead)
 paramiko_cat    a paramiko exec channel on a TCP_NODELAY/QUICKACK socket with
-                aes128-gcm preferred and 16 MiB windows, as sshpipe connects
+                aes128-gcm preferred and 16 MiB windows, as sshpipe connects;
+                writes go through ``sendall(memoryview(...))`` (paramiko's
+                ``sendall`` re-slices its argument per 32 KiB packet, which
+                copies a ``bytes`` quadratically and costs about a third of the
+                sender's CPU on 1 MiB writes; a memoryview slices for free)
 ssh_cat         an ``ssh <alias> <command>`` subprocess (OpenSSH defaults)
 mp_pipe         ``multiprocessing.Pipe`` to a local child process
 ==============  ==============================================================
@@ -51,7 +55,10 @@ start_to_hello_ms
     ``ssh`` subprocess. mp_pipe: ``Process.start()`` until the child's "hello".
     Median of the trials. Every SSH column includes the remote login shell's
     start-up (``$SHELL -c``; bash reads ``~/.bashrc`` under sshd), the same for
-    all of them.
+    all of them. paramiko is imported in this process before anything is
+    measured, so every SSHPipe child (forked) starts with it loaded; a caller
+    that has not imported paramiko pays its import (hundreds of ms) in each
+    child, which this number leaves out.
 
 Targets for sshpipe (issue 4), each against the *better* of the two execnet
 columns (the stricter reading):
@@ -411,7 +418,7 @@ def bench_paramiko(server: Any, payloads: Payloads, params: Params) -> Dict[str,
         obj = payloads.rtt
 
         def roundtrip() -> None:
-            channel.sendall(obj)
+            channel.sendall(memoryview(obj))
             _recv_exact(channel.recv, RTT_SIZE)
 
         results.update(_rtt(roundtrip, params))
@@ -422,7 +429,7 @@ def bench_paramiko(server: Any, payloads: Payloads, params: Params) -> Dict[str,
             _recv_until(sink.recv, b"ready\n")
             start = time.perf_counter()
             for _ in range(count):
-                sink.sendall(payload)
+                sink.sendall(memoryview(payload))
             _recv_until(sink.recv, b"done\n")
             elapsed = time.perf_counter() - start
             sink.close()
@@ -677,6 +684,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if unknown:
         parser.error(f"unknown columns {unknown}; choose from {COLUMNS}")
     params = QUICK if args.quick else FULL
+
+    import paramiko  # noqa: F401  (loaded once for all columns; see the docstring)
 
     from sshpipe.testing import LocalSSHServer
 

@@ -96,6 +96,8 @@ class TaskFuture(Future):
         host: the host that ran (or runs) the task; None while it waits.
         hosts: every host the task was handed to, in order (retries add to it).
         logs: the ``logging.LogRecord`` objects the task emitted, once done.
+        retries_used: how many times the task was run again because the host
+            running it was lost (requeues of tasks that never started are free).
         task_id: the executor's number for the task.
     """
 
@@ -105,6 +107,7 @@ class TaskFuture(Future):
         self.host: Optional[str] = None
         self.hosts: List[str] = []
         self.logs: List[logging.LogRecord] = []
+        self.retries_used = 0
         self._stop_remote: Optional[Callable[["TaskFuture"], None]] = None
 
     def cancel(self) -> bool:
@@ -326,7 +329,8 @@ class SSHExecutor(Executor):
                 clean = True
                 break
             except (PipeBroken, PipeClosed) as exc:
-                cause = exc
+                # recv() raises "the pipe is broken" from what broke it: keep the latter.
+                cause = exc.__cause__ if isinstance(exc.__cause__, SSHPipeError) else exc
                 break
             self._on_events(host, events)
         if clean:
@@ -364,6 +368,7 @@ class SSHExecutor(Executor):
                     requeued += 1
                 elif item.retries_left > 0 and item.task.host is None:
                     item.retries_left -= 1
+                    item.future.retries_used += 1
                     self._requeue(item)
                     requeued += 1
                 else:

@@ -101,7 +101,7 @@ def test_resolve_matches_ssh_G(oracle, scenario):
     env = _environ(oracle, meta["env"])
     for (host, user, port), want in zip(runs, results):
         def mine():
-            config = load(str(path))
+            config = load(str(path), home=oracle.home)
             return config.resolve(host, user=user, port=port, local_user=oracle.user,
                                   home=oracle.home, local_hostname=oracle.local_hostname,
                                   environ=env, allow_exec=meta["allow_exec"],

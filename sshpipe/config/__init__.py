@@ -44,9 +44,12 @@ class SSHConfig:
     edit methods change only the lines they must.
     """
 
-    def __init__(self, text: str = "", path: Optional[str] = None, encoding: str = "utf-8"):
+    def __init__(self, text: str = "", path: Optional[str] = None, encoding: str = "utf-8",
+                 home: Optional[str] = None):
         self.path = path
         self.encoding = encoding
+        # home used for Include paths when checking the file; resolve() takes its own
+        self.home = home
         self._lines: List[Line] = lex(text)
         self._compiled: Optional[CompiledFile] = None
         self._include_cache: Dict[str, Tuple[float, CompiledFile]] = {}
@@ -82,7 +85,7 @@ class SSHConfig:
         """
         problems: List[Problem] = list(self.compiled.problems)
         if home is None:
-            home = local_context().home
+            home = self.home if self.home is not None else local_context().home
         self._walk_includes(self.compiled, home, 0, problems, set())
         return [SSHConfigError(p.reason, p.path, p.line) for p in problems]
 
@@ -227,25 +230,32 @@ class SSHConfig:
 
 
 # ---------------------------------------------------------------- module API
-def loads(text: str, *, path: Optional[str] = None) -> SSHConfig:
-    """Parse config text; raises SSHConfigError for what OpenSSH rejects."""
-    config = SSHConfig(text, path=path)
+def loads(text: str, *, path: Optional[str] = None, home: Optional[str] = None) -> SSHConfig:
+    """Parse config text; raises SSHConfigError for what OpenSSH rejects.
+
+    ``home`` is where ``~`` and relative Include paths point while checking
+    (default: the current user's home, as ssh uses).
+    """
+    config = SSHConfig(text, path=path, home=home)
     config._check()
     return config
 
 
-def load(path_or_file: PathOrFile = DEFAULT_PATH, encoding: str = "utf-8") -> SSHConfig:
+def load(path_or_file: PathOrFile = DEFAULT_PATH, encoding: str = "utf-8", *,
+         home: Optional[str] = None) -> SSHConfig:
     """Read a config file (default ``~/.ssh/config``) into an SSHConfig.
 
     A missing default file gives an empty config, as ssh treats it; a
-    missing explicit path raises FileNotFoundError.
+    missing explicit path raises FileNotFoundError.  ``home`` is as for
+    :func:`loads`.  Raises SSHConfigError for what OpenSSH rejects.
     """
     if hasattr(path_or_file, "read"):
         data = path_or_file.read()  # type: ignore[union-attr]
         if isinstance(data, bytes):
             data = data.decode(encoding, errors="surrogateescape")
         name = getattr(path_or_file, "name", None)
-        config = SSHConfig(data, path=name if isinstance(name, str) else None, encoding=encoding)
+        config = SSHConfig(data, path=name if isinstance(name, str) else None, encoding=encoding,
+                           home=home)
         config._check()
         return config
     raw = os.fspath(path_or_file)  # type: ignore[arg-type]
@@ -255,9 +265,9 @@ def load(path_or_file: PathOrFile = DEFAULT_PATH, encoding: str = "utf-8") -> SS
             text = f.read()
     except FileNotFoundError:
         if raw == DEFAULT_PATH:
-            return SSHConfig("", path=path, encoding=encoding)
+            return SSHConfig("", path=path, encoding=encoding, home=home)
         raise
-    config = SSHConfig(text, path=path, encoding=encoding)
+    config = SSHConfig(text, path=path, encoding=encoding, home=home)
     config._check()
     return config
 

@@ -191,17 +191,15 @@ def lex_line(text: str, lineno: int) -> Line:
         tok, pos, s = _strdelim(s, pos)
     if tok is None or tok == "" or tok.startswith("#"):
         return line
-    if s is not body:
-        # a quoted keyword: offsets no longer map onto text; keep it simple
-        line.keyword = tok
-        line.error = "quoted keyword"
-        line.kw_start = kw_start
-        line.kw_end = kw_start + len(tok)
-        line.value_start = line.value_end = len(body)
-        return line
     line.keyword = tok
     line.kw_start = kw_start
     line.kw_end = kw_start + len(tok)
+    if s is not body:
+        # A quoted keyword ("Port" 22): strdelim() dropped the opening quote,
+        # so positions after it are one less than in the real text.
+        line.kw_end = kw_start + len(tok) + 2
+        if pos is not None:
+            pos += 1
     if pos is None or pos >= len(body):
         line.value_start = line.value_end = len(body)
         return line

@@ -74,6 +74,17 @@ def test_member_arguments_override_defaults(sshd):
     assert with_command.command == ECHO and with_command.handler is None
 
 
+def test_start_error_lists_every_failure_with_its_remote_stderr():
+    """StartError's message has one entry per failed pipe, remote stderr indented under it."""
+    error = StartError({"a": AgentStartError("h1: ended", "h1", 7, "no config\nbye\n"),
+                        "b": TimeoutError("pipe 'b' (h2): not running within 1 s")}, 3)
+    assert str(error) == ("2 of 3 pipes did not start:\n"
+                          "  a: AgentStartError: h1: ended (exit status 7)\n"
+                          "    remote stderr:\n    no config\n    bye\n"
+                          "  b: TimeoutError: pipe 'b' (h2): not running within 1 s")
+    assert error.total == 3 and set(error.failures) == {"a", "b"}
+
+
 def test_unstarted_multipipe_close_and_recv(sshd):
     """Before start: send/recv/broadcast refuse; close() gives never-started responses."""
     multi = make_multi(sshd, 2)
@@ -157,7 +168,8 @@ def test_bad_command_fails_alone_and_others_run(sshd):
         failures = info.value.failures
         assert set(failures) == {"bad", "dies"} and info.value.total == 4
         assert isinstance(failures["bad"], AgentStartError) and failures["bad"].exitcode == 127
-        assert failures["dies"].exitcode == 7 and "missing configuration" in str(info.value)
+        # (its stderr is not asserted: see the xfail test_late_stderr_reaches_the_caller)
+        assert failures["dies"].exitcode == 7 and "exit status 7" in str(info.value)
         assert multi.start_errors == failures
         assert multi.status() == {"p0": PipeState.RUNNING, "p1": PipeState.RUNNING,
                                   "bad": PipeState.BROKEN, "dies": PipeState.BROKEN}
@@ -264,6 +276,34 @@ def test_pipe_child_death_seen_while_sibling_pipe_runs(sshd):
         multiprocessing.set_start_method(previous, force=True)
         first.close(timeout=10)
         second.close(timeout=10)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "core (sshpipe/pipe.py): close() sends its own term message unless send() saw one; a "
+    "term message sent with send_bytes() (or an agent already ending) makes that second "
+    "term message show up in Response.unhandled although the caller never sent it"))
+def test_close_after_term_sent_with_send_bytes_reports_nothing_unhandled(sshd):
+    """A term message sent as bytes ends the agent; close() adds no unhandled message."""
+    pipe = SSHPipe(sshd.alias, ECHO, config=sshd.config_path, python=sshd.python)
+    pipe.start()
+    pipe.send_bytes(serial.dumps("TERM"))
+    response = pipe.close(timeout=30)
+    assert response.exitcode == 0 and response.unhandled == ()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "core (sshpipe/_child.py _stderr_loop): the channel has a read timeout of "
+    "min(heartbeat, 1 s) and the stderr thread treats that timeout (an OSError) as the end "
+    "of stderr, so anything the remote writes to stderr after 1 s of stderr silence is "
+    "lost: missing from Response.stderr, and from AgentStartError.stderr when an agent "
+    "fails slowly (which made a StartError test flaky under load)"))
+def test_late_stderr_reaches_the_caller(sshd):
+    """stderr written after more than a second of silence still reaches response().stderr."""
+    pipe = SSHPipe(sshd.alias, ECHO, config=sshd.config_path, python=sshd.python)
+    pipe.start()
+    time.sleep(1.5)
+    pipe.send(("cmd", "stderr", "late\n"))
+    assert pipe.close(timeout=30).stderr == "late\n"
 
 
 # -- three real hosts (root only) --------------------------------------------

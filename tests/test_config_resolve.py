@@ -9,7 +9,6 @@ that Include paths resolve the same way for both sides.
 """
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 from pathlib import Path

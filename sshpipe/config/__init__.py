@@ -25,7 +25,7 @@ from sshpipe.config._compile import OP_INCLUDE, CompiledFile, Problem, compile_l
 from sshpipe.config._lexer import Line, lex
 from sshpipe.config._options import KEYWORDS, LIST_KEYS
 from sshpipe.config._resolve import (
-    MAX_INCLUDE_DEPTH, Context, Resolver, include_paths, local_context,
+    MAX_INCLUDE_DEPTH, Resolver, include_paths, local_context,
 )
 from sshpipe.errors import SSHConfigError
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Sequence, Tuple,
 
 from sshpipe.config._compile import compile_lines
 from sshpipe.config._lexer import Line, lex, quote_arg
-from sshpipe.config._options import KEYWORDS, OPTIONS
+from sshpipe.config._options import KEYWORDS
 from sshpipe.errors import SSHConfigError
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -14,8 +14,13 @@ host then only has to pick values, never to parse.  A parser raises
 from __future__ import annotations
 
 import re
-import socket
 from typing import Callable, Dict, List, Optional, Tuple
+
+from sshpipe.config._forwards import forward_parser, parse_proxyjump
+from sshpipe.config._values import (
+    ALGORITHMS, DEFAULT_ALGORITHMS, GSS_KEX, UNSET, BadValue, ExtraArguments, a2port,
+    assemble_algorithms, convtime, hpdelim, names_valid, one_arg, strtonum, valid_domain,
+)
 
 __all__ = [
     "BadValue",
@@ -30,191 +35,7 @@ __all__ = [
     "convtime",
     "a2port",
     "assemble_algorithms",
-    "percent_tokens_ok",
 ]
-
-
-class BadValue(Exception):
-    """An argument OpenSSH rejects; the message is the reason."""
-
-
-UNSET = object()   # "parsed fine, but sets nothing" (e.g. ConnectTimeout none)
-
-# ---------------------------------------------------------------- algorithms
-# What this OpenSSH build supports (``ssh -Q cipher|mac|kex|key|key-sig``) and
-# its defaults.  Pattern lists in Ciphers/MACs/... are matched against these.
-_CIPHERS = ("3des-cbc,aes128-cbc,aes192-cbc,aes256-cbc,aes128-ctr,aes192-ctr,aes256-ctr,"
-            "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com")
-_MACS = ("hmac-sha1,hmac-sha1-96,hmac-sha2-256,hmac-sha2-512,hmac-md5,hmac-md5-96,"
-         "umac-64@openssh.com,umac-128@openssh.com,hmac-sha1-etm@openssh.com,"
-         "hmac-sha1-96-etm@openssh.com,hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,"
-         "hmac-md5-etm@openssh.com,hmac-md5-96-etm@openssh.com,umac-64-etm@openssh.com,"
-         "umac-128-etm@openssh.com")
-_KEX = ("diffie-hellman-group1-sha1,diffie-hellman-group14-sha1,diffie-hellman-group14-sha256,"
-        "diffie-hellman-group16-sha512,diffie-hellman-group18-sha512,"
-        "diffie-hellman-group-exchange-sha1,diffie-hellman-group-exchange-sha256,"
-        "ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521,curve25519-sha256,"
-        "curve25519-sha256@libssh.org,sntrup761x25519-sha512,sntrup761x25519-sha512@openssh.com")
-_KEYS_SIG = ("ssh-ed25519,ssh-ed25519-cert-v01@openssh.com,sk-ssh-ed25519@openssh.com,"
-             "sk-ssh-ed25519-cert-v01@openssh.com,ecdsa-sha2-nistp256,"
-             "ecdsa-sha2-nistp256-cert-v01@openssh.com,ecdsa-sha2-nistp384,"
-             "ecdsa-sha2-nistp384-cert-v01@openssh.com,ecdsa-sha2-nistp521,"
-             "ecdsa-sha2-nistp521-cert-v01@openssh.com,sk-ecdsa-sha2-nistp256@openssh.com,"
-             "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com,webauthn-sk-ecdsa-sha2-nistp256@openssh.com,"
-             "ssh-dss,ssh-dss-cert-v01@openssh.com,ssh-rsa,ssh-rsa-cert-v01@openssh.com,"
-             "rsa-sha2-256,rsa-sha2-256-cert-v01@openssh.com,rsa-sha2-512,"
-             "rsa-sha2-512-cert-v01@openssh.com")
-_SIGS = ("ssh-ed25519,sk-ssh-ed25519@openssh.com,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,"
-         "ecdsa-sha2-nistp521,sk-ecdsa-sha2-nistp256@openssh.com,"
-         "webauthn-sk-ecdsa-sha2-nistp256@openssh.com,ssh-dss,ssh-rsa,rsa-sha2-256,rsa-sha2-512")
-_DEF_CIPHERS = ("chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr,"
-                "aes128-gcm@openssh.com,aes256-gcm@openssh.com")
-_DEF_MACS = ("umac-64-etm@openssh.com,umac-128-etm@openssh.com,hmac-sha2-256-etm@openssh.com,"
-             "hmac-sha2-512-etm@openssh.com,hmac-sha1-etm@openssh.com,umac-64@openssh.com,"
-             "umac-128@openssh.com,hmac-sha2-256,hmac-sha2-512,hmac-sha1")
-_DEF_KEX = ("sntrup761x25519-sha512,sntrup761x25519-sha512@openssh.com,curve25519-sha256,"
-            "curve25519-sha256@libssh.org,ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521,"
-            "diffie-hellman-group-exchange-sha256,diffie-hellman-group16-sha512,"
-            "diffie-hellman-group18-sha512,diffie-hellman-group14-sha256")
-_DEF_KEYS = ("ssh-ed25519-cert-v01@openssh.com,ecdsa-sha2-nistp256-cert-v01@openssh.com,"
-             "ecdsa-sha2-nistp384-cert-v01@openssh.com,ecdsa-sha2-nistp521-cert-v01@openssh.com,"
-             "sk-ssh-ed25519-cert-v01@openssh.com,sk-ecdsa-sha2-nistp256-cert-v01@openssh.com,"
-             "rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256-cert-v01@openssh.com,ssh-ed25519,"
-             "ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,sk-ssh-ed25519@openssh.com,"
-             "sk-ecdsa-sha2-nistp256@openssh.com,rsa-sha2-512,rsa-sha2-256")
-_DEF_CA = ("ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,"
-           "sk-ssh-ed25519@openssh.com,sk-ecdsa-sha2-nistp256@openssh.com,rsa-sha2-512,rsa-sha2-256")
-_DEF_GSS_KEX = ("gss-group14-sha256-,gss-group16-sha512-,gss-nistp256-sha256-,"
-                "gss-curve25519-sha256-,gss-group14-sha1-,gss-gex-sha1-")
-_GSS_KEX = "gss-gex-sha1-,gss-group1-sha1-,gss-group14-sha1-,gss-group14-sha256-,gss-group16-sha512-,gss-nistp256-sha256-,gss-curve25519-sha256-"
-
-# option -> (every supported name, default list)
-ALGORITHMS: Dict[str, Tuple[str, str]] = {
-    "ciphers": (_CIPHERS, _DEF_CIPHERS),
-    "macs": (_MACS, _DEF_MACS),
-    "kexalgorithms": (_KEX, _DEF_KEX),
-    "hostkeyalgorithms": (_KEYS_SIG, _DEF_KEYS),
-    "hostbasedacceptedalgorithms": (_KEYS_SIG, _DEF_KEYS),
-    "pubkeyacceptedalgorithms": (_KEYS_SIG, _DEF_KEYS),
-    "casignaturealgorithms": (_SIGS, _DEF_CA),
-}
-DEFAULT_ALGORITHMS = {k: v[1] for k, v in ALGORITHMS.items()}
-
-
-def _glob_re(pattern: str) -> "re.Pattern[str]":
-    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern))
-
-
-def _match_list(name: str, patterns: str) -> bool:
-    """``match_pattern_list(name, patterns, 0) == 1``."""
-    hit = False
-    for item in patterns.split(","):
-        neg = item.startswith("!")
-        if _glob_re(item[1:] if neg else item).fullmatch(name):
-            if neg:
-                return False
-            hit = True
-    return hit
-
-
-def _names_cat(a: List[str], b: List[str]) -> List[str]:
-    out = list(a)
-    for n in b:
-        if n not in out:
-            out.append(n)
-    return out
-
-
-def assemble_algorithms(spec: Optional[str], default: str, supported: str) -> str:
-    """``kex_assemble_names()``: apply ``+``/``-``/``^`` and filter by support.
-
-    Raises BadValue when the result would be empty (OpenSSH refuses then).
-    """
-    if spec is None or spec == "":
-        return default
-    defl = default.split(",")
-    if spec[0] == "-":
-        pats = spec[1:]
-        out = [n for n in defl if not _match_list(n, pats)]
-        if not out:
-            raise BadValue("empty algorithm list")
-        return ",".join(out)
-    if spec[0] == "+":
-        items = _names_cat(defl, spec[1:].split(","))
-    elif spec[0] == "^":
-        items = spec[1:].split(",") + defl
-    else:
-        items = spec.split(",")
-    all_names = supported.split(",")
-    result: List[str] = []
-    for item in items:
-        if not item:
-            continue
-        matching = [n for n in all_names if _match_list(n, item)]
-        result = _names_cat(result, matching)
-    if not result:
-        raise BadValue("empty algorithm list")
-    return ",".join(result)
-
-
-def _names_valid(spec: str, supported: str, wildcard: bool) -> bool:
-    names = supported.split(",")
-    if spec == "":
-        return False
-    for item in spec.split(","):
-        if item == "":
-            return False
-        if wildcard and ("*" in item or "?" in item):
-            if not any(_match_list(n, item) for n in names):
-                return False
-        elif item not in names:
-            return False
-    return True
-
-
-# ---------------------------------------------------------------- conversions
-_TIME_RE = re.compile(r"([0-9]+)([sSmMhHdDwW]?)")
-_TIME_MULT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def convtime(s: str) -> int:
-    """OpenSSH ``convtime()``: "1h30m" -> 5400; -1 when malformed."""
-    if not s:
-        return -1
-    total = 0
-    pos = 0
-    while pos < len(s):
-        m = _TIME_RE.match(s, pos)
-        if not m:
-            return -1
-        total += int(m.group(1)) * _TIME_MULT[m.group(2).lower()]
-        if total > 2147483647:
-            return -1
-        pos = m.end()
-    return total
-
-
-def _strtonum(s: str, lo: int, hi: int) -> Tuple[Optional[int], Optional[str]]:
-    if not re.fullmatch(r"\s*[+-]?[0-9]+", s):
-        return None, "invalid"
-    v = int(s)
-    if v < lo:
-        return None, "too small"
-    if v > hi:
-        return None, "too large"
-    return v, None
-
-
-def a2port(s: str) -> int:
-    """Port number or service name (``a2port()``); -1 when neither."""
-    v, err = _strtonum(s, 0, 65535)
-    if err is None:
-        return v  # type: ignore[return-value]
-    try:
-        return socket.getservbyname(s, "tcp")
-    except OSError:
-        return -1
-
 
 # ---------------------------------------------------------------- multistate
 def _ms(*pairs: Tuple[str, int]) -> Tuple[Dict[str, int], Dict[int, str]]:
@@ -245,21 +66,8 @@ _SHOW_OVERRIDE = {"fingerprinthash": {0: "MD5", 2: "SHA256"}, "compression": {0:
 _ADDKEYS = _ms(("true", 1), ("false", 0), ("yes", 1), ("no", 0), ("ask", 2), ("confirm", 3))
 
 
-def _one(args: List[str]) -> str:
-    if not args or args[0] == "":
-        raise BadValue("Missing argument.")
-    if len(args) > 1:
-        raise _Extra()
-    return args[0]
-
-
-class _Extra(BadValue):
-    def __init__(self) -> None:
-        super().__init__("extra arguments at end of line")
-
-
 def _p_flag(args, rest, name):
-    arg = _one(args)
+    arg = one_arg(args)
     v = _FLAG[0].get(arg.lower())
     if v is None:
         raise BadValue(f'unsupported option "{arg}".')
@@ -267,7 +75,7 @@ def _p_flag(args, rest, name):
 
 
 def _p_multi(args, rest, name):
-    arg = _one(args)
+    arg = one_arg(args)
     parse, show = _MULTI[name]
     v = parse.get(arg.lower())
     if v is None:
@@ -276,8 +84,8 @@ def _p_multi(args, rest, name):
 
 
 def _p_int(args, rest, name):
-    arg = _one(args)
-    v, err = _strtonum(arg, 0, 2147483647)
+    arg = one_arg(args)
+    v, err = strtonum(arg, 0, 2147483647)
     if err:
         raise BadValue(f"integer value {err}.")
     return str(v)
@@ -288,7 +96,7 @@ def _p_time(args, rest, name):
         raise BadValue("missing time value.")
     arg = args[0]
     if len(args) > 1:
-        raise _Extra()
+        raise ExtraArguments()
     if arg == "none":
         return UNSET
     v = convtime(arg)
@@ -298,7 +106,7 @@ def _p_time(args, rest, name):
 
 
 def _p_port(args, rest, name):
-    arg = _one(args)
+    arg = one_arg(args)
     v = a2port(arg)
     if v <= 0:
         raise BadValue(f"Bad port '{arg}'.")
@@ -306,7 +114,7 @@ def _p_port(args, rest, name):
 
 
 def _p_string(args, rest, name):
-    return _one(args)
+    return one_arg(args)
 
 
 def _p_command(args, rest, name):
@@ -315,17 +123,13 @@ def _p_command(args, rest, name):
     return rest
 
 
-def _valid_env_name(name: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name))
-
-
 def _p_agent_path(args, rest, name):
-    arg = _one(args)
+    arg = one_arg(args)
     return arg
 
 
 def _p_forwardagent(args, rest, name):
-    arg = _one(args)
+    arg = one_arg(args)
     v = _FLAG[0].get(arg.lower())
     if v is not None:
         return ("yes" if v else "no", None)
@@ -336,7 +140,7 @@ def _p_addkeys(args, rest, name):
     if not args:
         raise BadValue("Missing argument.")
     if len(args) > 2:
-        raise _Extra()
+        raise ExtraArguments()
     arg = args[0]
     arg2 = args[1] if len(args) > 1 else None
     value = _ADDKEYS[0].get(arg.lower(), -1)
@@ -358,7 +162,7 @@ def _p_addkeys(args, rest, name):
 
 
 def _p_controlpersist(args, rest, name):
-    arg = _one(args)
+    arg = one_arg(args)
     if arg in ("no", "false"):
         return "no"
     if arg in ("yes", "true"):
@@ -377,7 +181,7 @@ _FACILITIES = {n.lower(): n for n in ("DAEMON", "USER", "AUTH", "AUTHPRIV", "LOC
 
 
 def _p_loglevel(args, rest, name):
-    arg = _one(args)
+    arg = one_arg(args)
     v = _LOGLEVELS.get(arg.lower())
     if v is None:
         raise BadValue(f"unsupported log level '{arg}'")
@@ -385,7 +189,7 @@ def _p_loglevel(args, rest, name):
 
 
 def _p_facility(args, rest, name):
-    arg = _one(args)
+    arg = one_arg(args)
     v = _FACILITIES.get(arg.lower())
     if v is None:
         raise BadValue(f"unsupported log facility '{arg}'")
@@ -407,7 +211,7 @@ def _vis(c: int) -> str:
 
 
 def _p_escapechar(args, rest, name):
-    arg = _one(args)
+    arg = one_arg(args)
     raw = arg.encode("utf-8", "surrogateescape")
     if len(raw) == 1:
         return _vis(raw[0])
@@ -444,7 +248,7 @@ def _strtol0(s: str) -> Optional[int]:
     return -v if m.group(1) == "-" else v
 
 
-def _ipqos_one(arg: str) -> int:
+def _ipqosone_arg(arg: str) -> int:
     v = _IPQOS_PARSE.get(arg.lower())
     if v is not None:
         return v
@@ -462,9 +266,9 @@ def _p_ipqos(args, rest, name):
     if not args:
         raise BadValue("Missing argument.")
     if len(args) > 2:
-        raise _Extra()
-    a = _ipqos_one(args[0])
-    b = _ipqos_one(args[1]) if len(args) > 1 else a
+        raise ExtraArguments()
+    a = _ipqosone_arg(args[0])
+    b = _ipqosone_arg(args[1]) if len(args) > 1 else a
     return f"{_ipqos_show(a)} {_ipqos_show(b)}"
 
 
@@ -494,7 +298,7 @@ def _p_rekeylimit(args, rest, name):
     if not args:
         raise BadValue("Missing argument.")
     if len(args) > 2:
-        raise _Extra()
+        raise ExtraArguments()
     arg = args[0]
     if arg == "default":
         limit = 0
@@ -513,7 +317,7 @@ def _p_rekeylimit(args, rest, name):
 
 
 def _p_bindmask(args, rest, name):
-    arg = _one(args)
+    arg = one_arg(args)
     m = re.match(r"\s*[+-]?[0-7]+", arg)
     if not m:
         raise BadValue("Bad mask.")
@@ -523,37 +327,37 @@ def _p_bindmask(args, rest, name):
     return "0%o" % v
 
 
-def _a2tun_one(s: str) -> str:
+def _a2tunone_arg(s: str) -> str:
     if s == "any":
         return "any"
-    v, err = _strtonum(s, 0, 0x7fffffff - 2)
+    v, err = strtonum(s, 0, 0x7fffffff - 2)
     if err:
         raise BadValue("Bad tun device.")
     return str(v)
 
 
 def _p_tundev(args, rest, name):
-    arg = _one(args)
+    arg = one_arg(args)
     if ":" in arg:
         a, b = arg.split(":", 1)
-        return f"{_a2tun_one(a)}:{_a2tun_one(b)}"
-    return f"{_a2tun_one(arg)}:any"
+        return f"{_a2tunone_arg(a)}:{_a2tunone_arg(b)}"
+    return f"{_a2tunone_arg(arg)}:any"
 
 
 def _algorithm_parser(supported: str, wildcard: bool, what: str):
     def parse(args, rest, name):
-        arg = _one(args)
+        arg = one_arg(args)
         if arg[0] != "-":
             body = arg[1:] if arg[0] in "+^" else arg
-            if not _names_valid(body, supported, wildcard):
+            if not names_valid(body, supported, wildcard):
                 raise BadValue(f"Bad {what} '{arg}'.")
         return arg
     return parse
 
 
 def _p_gsskex(args, rest, name):
-    arg = _one(args)
-    if not _names_valid(arg, _GSS_KEX, False):
+    arg = one_arg(args)
+    if not names_valid(arg, GSS_KEX, False):
         raise BadValue(f"Bad GSSAPI KexAlgorithms '{arg}'.")
     return arg
 
@@ -575,28 +379,6 @@ def _p_logverbose(args, rest, name):
     return vals[:1]
 
 
-def _valid_domain(d: str, lower: bool = True) -> str:
-    """``valid_domain()``: letters, digits, ".", "-", "_"; no "..".
-
-    Returns the (lower-cased) name or raises BadValue with OpenSSH's reason.
-    """
-    if lower:
-        d = d.lower()
-    if not d:
-        raise BadValue("empty domain name")
-    if not (d[0].isascii() and d[0].isalnum()):
-        raise BadValue(f'domain name "{d}" starts with invalid character')
-    last = ""
-    for c in d:
-        cl = c.lower()
-        if last == "." and cl == ".":
-            raise BadValue(f'domain name "{d}" contains consecutive separators')
-        if not (cl in ".-_" or (cl.isascii() and cl.isalnum())):
-            raise BadValue(f'domain name "{d}" contains invalid characters')
-        last = cl
-    return d
-
-
 def _p_canondomains(args, rest, name):
     if not args:
         raise BadValue("Missing argument.")
@@ -604,7 +386,7 @@ def _p_canondomains(args, rest, name):
     for arg in args:
         if arg == "":
             raise BadValue(f"keyword {name} empty argument")
-        out.append(_valid_domain(arg))
+        out.append(valid_domain(arg))
     return out
 
 
@@ -633,7 +415,7 @@ def _p_permitremoteopen(args, rest, name):
             if i > 0 or len(args) > 1:
                 raise BadValue(f'keyword {name} "{arg}" argument must appear alone.')
         else:
-            host, port = _hpdelim(arg)
+            host, port = hpdelim(arg)
             if host is None:
                 raise BadValue(f"missing host in {name}")
             if port is None or (a2port(port) <= 0 and port != "*"):
@@ -665,284 +447,6 @@ def _p_setenv(args, rest, name):
         seen.add(key)
         out.append(arg)
     return out
-
-
-def _p_multi_path(args, rest, name):
-    return _one(args)
-
-
-# ---------------------------------------------------------------- forwards
-def _hpdelim(s: str) -> Tuple[Optional[str], Optional[str]]:
-    """Split "host:port" / "[v6]:port" (``hpdelim()``); (host, rest)."""
-    if s.startswith("["):
-        end = s.find("]")
-        if end < 0:
-            return None, None
-        host = s[1:end]
-        after = s[end + 1:]
-        if after == "":
-            return host, None
-        if after[0] not in ":/":
-            return None, None
-        return host, after[1:]
-    for i, c in enumerate(s):
-        if c in ":/":
-            return s[:i], s[i + 1:]
-    return s, None
-
-
-def _fwd_fields(spec: str) -> Optional[List[Tuple[str, bool]]]:
-    """Split a forwarding spec into (field, is_path) like ``parse_fwd_field()``.
-
-    ":" separates fields unless escaped with a backslash; "[...]" is taken
-    literally; a "/" anywhere makes the field a Unix socket path.
-    """
-    out: List[Tuple[str, bool]] = []
-    cp = spec
-    while len(out) < 4 and cp != "":
-        if cp[0] == "[":
-            end = cp.find("]")
-            if end < 0 or (end + 1 < len(cp) and cp[end + 1] != ":"):
-                return None
-            field = cp[1:end]
-            out.append((field, "/" in field))
-            cp = cp[end + 2:]
-            continue
-        buf = []
-        ispath = False
-        i = 0
-        while i < len(cp):
-            c = cp[i]
-            if c == "\\":
-                if i + 1 >= len(cp):
-                    return None
-                buf.append(cp[i + 1])
-                i += 2
-                continue
-            if c == ":":
-                i += 1
-                break
-            if c == "/":
-                ispath = True
-            buf.append(c)
-            i += 1
-        out.append(("".join(buf), ispath))
-        cp = cp[i:]
-    if cp != "":
-        return None
-    return out
-
-
-def _port_of(s: str) -> int:
-    return a2port(s) if s != "" else -1
-
-
-def parse_forward(spec: str, dynamic: bool, remote: bool):
-    """``parse_forward()``: (listen_host, listen_port|path, connect_host, connect_port|path)."""
-    fields = _fwd_fields(spec.lstrip())
-    if fields is None:
-        return None
-    n = len(fields)
-    lh = lp = lpath = ch = cpath = None
-    cport = 0
-    lport = 0
-    if n == 1:
-        if fields[0][1]:
-            lpath = fields[0][0]
-        else:
-            lport = _port_of(fields[0][0])
-        ch = "socks"
-    elif n == 2:
-        if fields[0][1] and fields[1][1]:
-            lpath, cpath = fields[0][0], fields[1][0]
-        elif fields[1][1]:
-            lport = _port_of(fields[0][0])
-            cpath = fields[1][0]
-        else:
-            lh = fields[0][0]
-            lport = _port_of(fields[1][0])
-            ch = "socks"
-    elif n == 3:
-        if fields[0][1]:
-            lpath = fields[0][0]
-            ch = fields[1][0]
-            cport = _port_of(fields[2][0])
-        elif fields[2][1]:
-            lh = fields[0][0]
-            lport = _port_of(fields[1][0])
-            cpath = fields[2][0]
-        else:
-            lport = _port_of(fields[0][0])
-            ch = fields[1][0]
-            cport = _port_of(fields[2][0])
-    elif n == 4:
-        lh = fields[0][0]
-        lport = _port_of(fields[1][0])
-        ch = fields[2][0]
-        cport = _port_of(fields[3][0])
-    else:
-        return None
-    if dynamic:
-        if n not in (1, 2):
-            return None
-    else:
-        if n not in (3, 4):
-            if cpath is None and lpath is None:
-                return None
-        if cport <= 0 and cpath is None:
-            return None
-    if (lport < 0 and lpath is None) or (not remote and lport == 0 and lpath is None):
-        return None
-    return (lh, lpath if lpath is not None else lport, ch, cpath if cpath is not None else cport,
-            lpath is not None, cpath is not None)
-
-
-def _p_forward(kind: str):
-    def parse(args, rest, name):
-        if not args or args[0] == "":
-            raise BadValue("Missing port argument.")
-        remote = kind == "remote"
-        dynamic = kind == "dynamic"
-        if dynamic:
-            if len(args) > 1:
-                raise _Extra()
-            spec = args[0]
-        else:
-            if len(args) > 2:
-                raise _Extra()
-            if len(args) < 2 or args[1] == "":
-                if remote:
-                    dynamic = True
-                    spec = args[0]
-                else:
-                    raise BadValue("Missing target argument.")
-            else:
-                spec = f"{args[0]}:{args[1]}"
-        fwd = parse_forward(spec, dynamic, remote)
-        if fwd is None:
-            raise BadValue("Bad forwarding specification.")
-        return fwd
-    return parse
-
-
-# ---------------------------------------------------------------- proxyjump
-def _parse_user_host_port(s: str):
-    user = None
-    tmp = s
-    at = tmp.rfind("@")
-    if at >= 0:
-        user = tmp[:at]
-        if user == "":
-            return None
-        tmp = tmp[at + 1:]
-    host, port_s = _hpdelim(tmp)
-    if host is None or host == "":
-        return None
-    port = -1
-    if port_s is not None and port_s != "":
-        port = a2port(port_s)
-        if port <= 0:
-            return None
-    return user, host, port
-
-
-def _urldecode(s: str) -> Optional[str]:
-    out = []
-    i = 0
-    while i < len(s):
-        c = s[i]
-        if c == "%":
-            h = s[i + 1:i + 3]
-            if len(h) < 2 or not all(x in "0123456789abcdefABCDEF" for x in h):
-                return None
-            out.append(chr(int(h, 16)))
-            i += 3
-            continue
-        if c == "+":
-            c = " "
-        out.append(c)
-        i += 1
-    return "".join(out)
-
-
-def _parse_ssh_uri(s: str):
-    """``parse_ssh_uri()``: 1 when not a URI, None when bad, else (user, host, port)."""
-    if not s.lower().startswith("ssh://"):
-        return 1
-    tmp = s[6:]
-    user = None
-    at = tmp.find("@")
-    if at >= 0:
-        user = tmp[:at].split(";", 1)[0]
-        if user == "":
-            return None
-        user = _urldecode(user)
-        if user is None:
-            return None
-        tmp = tmp[at + 1:]
-    if tmp.startswith("["):
-        end = tmp.find("]")
-        if end < 0:
-            return None
-        host = tmp[1:end]
-        tmp = tmp[end + 1:]
-        delim = tmp[:1]
-        tmp = tmp[1:]
-        if delim not in ("", ":", "/"):
-            return None
-    else:
-        cut = min([i for i in (tmp.find(":"), tmp.find("/")) if i >= 0], default=-1)
-        if cut < 0:
-            host, delim, tmp = tmp, "", ""
-        else:
-            host, delim, tmp = tmp[:cut], tmp[cut], tmp[cut + 1:]
-    if host == "":
-        return None
-    try:
-        _valid_domain(host, lower=False)
-    except BadValue:
-        return None
-    port = -1
-    if tmp:
-        if delim == ":":
-            portpart, slash, rest = tmp.partition("/")
-            port = a2port(portpart)
-            if port <= 0:
-                return None
-            tmp = rest if slash else ""
-        if tmp:
-            return None   # a path is not allowed
-    return user, host, port
-
-
-def _jump_one(spec: str):
-    r = _parse_ssh_uri(spec)
-    if r is None:
-        return None
-    if r == 1:
-        return _parse_user_host_port(spec)
-    return r
-
-
-def _p_proxyjump(args, rest, name):
-    if rest == "":
-        raise BadValue("Missing argument.")
-    s = rest
-    body = s.split("#", 1)[0].rstrip(" \t\r\n")
-    if s.lower() == "none":
-        return ("none", None, None, None)
-    parts = body.split(",")
-    last = parts[-1]
-    parsed = _jump_one(last)
-    if parsed is None:
-        raise BadValue(f'Invalid ProxyJump "{s}"')
-    for p in parts[:-1]:
-        if _jump_one(p) is None:
-            raise BadValue(f'Invalid ProxyJump "{s}"')
-    user, host, port = parsed
-    cut = s.rfind(",")
-    extra = s[:cut] if cut > 0 else None
-    return (host, user, port, extra)
 
 
 def _p_none(args, rest, name):
@@ -1025,16 +529,16 @@ def _table() -> Tuple[Dict[str, Option], Dict[str, str]]:
     add("localcommand", _p_command)
     add("remotecommand", _p_command, tokens="%")
     add("knownhostscommand", _p_command)
-    add("proxyjump", _p_proxyjump, mode="proxyjump")
-    add("ciphers", _algorithm_parser(_CIPHERS, False, "SSH2 cipher spec"))
-    add("macs", _algorithm_parser(_MACS, False, "SSH2 MAC spec"))
-    add("kexalgorithms", _algorithm_parser(_KEX, False, "SSH2 KexAlgorithms"))
-    add("hostkeyalgorithms", _algorithm_parser(_KEYS_SIG, True, "key types"))
-    add("hostbasedacceptedalgorithms", _algorithm_parser(_KEYS_SIG, True, "key types"),
+    add("proxyjump", parse_proxyjump, mode="proxyjump")
+    add("ciphers", _algorithm_parser(ALGORITHMS["ciphers"][0], False, "SSH2 cipher spec"))
+    add("macs", _algorithm_parser(ALGORITHMS["macs"][0], False, "SSH2 MAC spec"))
+    add("kexalgorithms", _algorithm_parser(ALGORITHMS["kexalgorithms"][0], False, "SSH2 KexAlgorithms"))
+    add("hostkeyalgorithms", _algorithm_parser(ALGORITHMS["hostkeyalgorithms"][0], True, "key types"))
+    add("hostbasedacceptedalgorithms", _algorithm_parser(ALGORITHMS["hostkeyalgorithms"][0], True, "key types"),
         aliases=("hostbasedkeytypes",))
-    add("pubkeyacceptedalgorithms", _algorithm_parser(_KEYS_SIG, True, "key types"),
+    add("pubkeyacceptedalgorithms", _algorithm_parser(ALGORITHMS["hostkeyalgorithms"][0], True, "key types"),
         aliases=("pubkeyacceptedkeytypes",))
-    add("casignaturealgorithms", _algorithm_parser(_SIGS, True, "key types"))
+    add("casignaturealgorithms", _algorithm_parser(ALGORITHMS["casignaturealgorithms"][0], True, "key types"))
     add("gssapikexalgorithms", _p_gsskex)
     add("loglevel", _p_loglevel)
     add("syslogfacility", _p_facility)
@@ -1046,9 +550,9 @@ def _table() -> Tuple[Dict[str, Option], Dict[str, str]]:
     add("tunneldevice", _p_tundev)
     add("identityfile", _p_string, mode="accum", aliases=("identityfile2",))
     add("certificatefile", _p_string, mode="accum")
-    add("localforward", _p_forward("local"), mode="forward", tokens="%")
-    add("remoteforward", _p_forward("remote"), mode="forward", tokens="%")
-    add("dynamicforward", _p_forward("dynamic"), mode="forward", tokens="%")
+    add("localforward", forward_parser("local"), mode="forward", tokens="%")
+    add("remoteforward", forward_parser("remote"), mode="forward", tokens="%")
+    add("dynamicforward", forward_parser("dynamic"), mode="forward", tokens="%")
     add("sendenv", _p_sendenv, mode="sendenv")
     add("setenv", _p_setenv)
     add("canonicaldomains", _p_canondomains)
@@ -1102,19 +606,3 @@ setenv logverbose permitremoteopen addkeystoagent forwardagent connecttimeout tu
 canonicalizepermittedcnames controlpersist escapechar ipqos rekeylimit streamlocalbindmask
 syslogfacility proxycommand proxyjump
 """.split())
-
-
-def percent_tokens_ok(s: str, allowed: str) -> Optional[str]:
-    """None when every ``%x`` in ``s`` is in ``allowed``; else the bad token."""
-    i = 0
-    while i < len(s):
-        if s[i] == "%":
-            if i + 1 >= len(s):
-                return "%"
-            c = s[i + 1]
-            if c != "%" and c not in allowed:
-                return "%" + c
-            i += 2
-        else:
-            i += 1
-    return None

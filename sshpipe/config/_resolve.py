@@ -33,7 +33,7 @@ from sshpipe.config._compile import (
     Block, CompiledFile,
 )
 from sshpipe.config._options import (
-    ALGORITHMS, DUMP_ORDER, LIST_KEYS, BadValue, assemble_algorithms,
+    ALGORITHMS, DUMP_ORDER, BadValue, assemble_algorithms,
 )
 from sshpipe.config._patterns import PatternList, cidr_list_match, match_pattern
 from sshpipe.errors import SSHConfigError
@@ -720,7 +720,7 @@ _SIMPLE_KEYS = (
     "enableescapecommandline", "canonicalizemaxdots", "connectionattempts", "forwardx11timeout",
     "numberofpasswordprompts", "serveralivecountmax", "serveraliveinterval", "requiredrsasize",
     "bindaddress", "bindinterface", "controlpath", "hostkeyalias", "identityagent",
-    "ignoreunknown", "kbdinteractivedevices", "localcommand", "remotecommand", "macs_placeholder",
+    "ignoreunknown", "kbdinteractivedevices", "localcommand", "remotecommand",
     "pkcs11provider", "securitykeyprovider", "preferredauthentications", "revokedhostkeys",
     "xauthlocation", "knownhostscommand",
 )

@@ -127,3 +127,14 @@ def test_error_pickles():
     err = SSHConfigError("bad", "/f", 3)
     back = pickle.loads(pickle.dumps(err))
     assert (back.reason, back.path, back.line, str(back)) == ("bad", "/f", 3, "/f:3: bad")
+
+
+def test_ignoreunknown_applies_across_include(tmp_path):
+    """IgnoreUnknown read before an Include covers unknown keywords in the included file."""
+    inc = tmp_path / "inc"
+    inc.write_text("UseKeychain yes\n")
+    config = loads(f"IgnoreUnknown UseKeychain\nInclude {inc}\n")
+    assert config.resolve("x")["ignoreunknown"] == "UseKeychain"
+    with pytest.raises(SSHConfigError) as info:
+        loads(f"Include {inc}\nIgnoreUnknown UseKeychain\n")
+    assert info.value.path == str(inc) and info.value.line == 1

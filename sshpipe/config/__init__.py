@@ -21,9 +21,12 @@ import io
 import os
 from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from sshpipe.config._compile import OP_INCLUDE, CompiledFile, Problem, compile_lines
+from sshpipe.config._compile import (
+    OP_FIRST, OP_INCLUDE, OP_UNKNOWN, CompiledFile, Problem, compile_lines,
+)
 from sshpipe.config._lexer import Line, lex
 from sshpipe.config._options import KEYWORDS, LIST_KEYS
+from sshpipe.config._patterns import PatternList
 from sshpipe.config._resolve import (
     MAX_INCLUDE_DEPTH, Resolver, include_paths, local_context,
 )
@@ -80,38 +83,50 @@ class SSHConfig:
     def validate(self, *, home: Optional[str] = None) -> List[SSHConfigError]:
         """Every problem OpenSSH would reject in this file and its Includes.
 
-        Returns a (possibly empty) list of :class:`SSHConfigError`, in file
-        order, instead of stopping at the first one.
+        Returns a (possibly empty) list of :class:`SSHConfigError` in reading
+        order (an included file's problems at its Include line) instead of
+        stopping at the first one.  An unknown keyword counts unless an
+        IgnoreUnknown read before it covers it; whether that IgnoreUnknown
+        applies to a given host is checked again by :meth:`resolve`.
         """
-        problems: List[Problem] = list(self.compiled.problems)
         if home is None:
             home = self.home if self.home is not None else local_context().home
-        self._walk_includes(self.compiled, home, 0, problems, set())
+        seen: List[PatternList] = []
+        problems = self._walk(self.compiled, home, 0, seen, set())
         return [SSHConfigError(p.reason, p.path, p.line) for p in problems]
 
-    def _walk_includes(self, cf: CompiledFile, home: str, depth: int,
-                       problems: List[Problem], seen: set) -> None:
+    def _walk(self, cf: CompiledFile, home: str, depth: int, seen: List[PatternList],
+              visited: set) -> List[Problem]:
+        entries: List[Tuple[int, List[Problem]]] = []
+        for p in cf.problems:
+            if p.keyword is None and cf.path not in visited:
+                entries.append((p.line or 0, [p]))
+        visited.add(cf.path)
         for block in cf.blocks:
             for it in block.items:
-                if it[0] != OP_INCLUDE:
-                    continue
-                for arg in it[1]:
-                    for path in include_paths(arg, home):
-                        if depth + 1 > MAX_INCLUDE_DEPTH:
-                            problems.append(Problem("Too many recursive configuration includes",
-                                                    cf.path, it[2]))
-                            return
-                        try:
-                            sub = self._load_include(path, check=False)
-                        except (FileNotFoundError, IsADirectoryError):
-                            continue
-                        if path not in seen:
-                            problems.extend(sub.problems)
-                        seen.add(path)
-                        before = len(problems)
-                        self._walk_includes(sub, home, depth + 1, problems, seen)
-                        if len(problems) > before and problems[-1].reason.startswith("Too many"):
-                            return
+                op = it[0]
+                if op == OP_FIRST and it[1] == "ignoreunknown":
+                    seen.append(PatternList(it[2], lower=True))
+                elif op == OP_UNKNOWN:
+                    if not any(pl.match(it[1]) == 1 for pl in seen):
+                        entries.append((it[2], [Problem(f"Bad configuration option: {it[1]}",
+                                                        cf.path, it[2])]))
+                elif op == OP_INCLUDE:
+                    for arg in it[1]:
+                        for path in include_paths(arg, home):
+                            if depth + 1 > MAX_INCLUDE_DEPTH:
+                                entries.append((it[2], [Problem(
+                                    "Too many recursive configuration includes", cf.path, it[2])]))
+                                return _flatten(entries)
+                            try:
+                                sub = self._load_include(path, check=False)
+                            except (FileNotFoundError, IsADirectoryError):
+                                continue
+                            found = self._walk(sub, home, depth + 1, seen, visited)
+                            entries.append((it[2], found))
+                            if found and found[-1].reason.startswith("Too many recursive"):
+                                return _flatten(entries)
+        return _flatten(entries)
 
     def _check(self) -> None:
         errors = self.validate()
@@ -133,9 +148,9 @@ class SSHConfig:
         if check:
             if (st.st_uid != 0 and st.st_uid != os.getuid()) or (st.st_mode & 0o022):
                 raise SSHConfigError(f"Bad owner or permissions on {path}", path)
-            if cf.problems:
-                p = cf.problems[0]
-                raise SSHConfigError(p.reason, p.path, p.line)
+            hard = [p for p in cf.problems if p.keyword is None]
+            if hard:
+                raise SSHConfigError(hard[0].reason, hard[0].path, hard[0].line)
         return cf
 
     # ------------------------------------------------------------ resolution
@@ -182,9 +197,9 @@ class SSHConfig:
         ctx.local_addresses = local_addresses
         ctx.resolver = resolver
         cf = self.compiled
-        if cf.problems:
-            first = cf.problems[0]
-            raise SSHConfigError(first.reason, first.path, first.line)
+        hard = [p for p in cf.problems if p.keyword is None]
+        if hard:
+            raise SSHConfigError(hard[0].reason, hard[0].path, hard[0].line)
         return Resolver(cf, ctx, self._load_include).resolve(host, user, port)
 
     def get(self, host: str, param: str, default: Any = None) -> Any:
@@ -227,6 +242,13 @@ class SSHConfig:
         """Remove the Host block ``host`` (its lines and nothing else)."""
         from sshpipe.config._edit import remove_host
         remove_host(self, host)
+
+
+def _flatten(entries: List[Tuple[int, List[Problem]]]) -> List[Problem]:
+    out: List[Problem] = []
+    for _, problems in sorted(entries, key=lambda e: e[0]):
+        out.extend(problems)
+    return out
 
 
 # ---------------------------------------------------------------- module API

@@ -55,6 +55,9 @@ class Problem:
     reason: str
     path: Optional[str]
     line: Optional[int]
+    # set for an unknown keyword: whether it is an error depends on the
+    # IgnoreUnknown seen before it, possibly in another file
+    keyword: Optional[str] = None
 
 
 @dataclass
@@ -88,7 +91,6 @@ class CompiledFile:
     lines: List[Line]
     blocks: List[Block]
     problems: List[Problem]
-    ignore_patterns: List[str] = field(default_factory=list)
     _index: Optional["BlockIndex"] = None
 
     def index(self) -> "BlockIndex":
@@ -197,7 +199,6 @@ def compile_lines(lines: List[Line], path: Optional[str]) -> CompiledFile:
     """Compile lexed lines; problems are collected, not raised."""
     blocks = [Block("start", 0)]
     problems: List[Problem] = []
-    ignore_patterns: List[str] = []
     cur = blocks[0]
     for ln in lines:
         if ln.keyword is None:
@@ -215,8 +216,7 @@ def compile_lines(lines: List[Line], path: Optional[str]) -> CompiledFile:
             continue
         canon = KEYWORDS.get(key)
         if canon is None:
-            if not any(PatternList(p, lower=True).match(key) == 1 for p in ignore_patterns):
-                bad(f"Bad configuration option: {key}")
+            problems.append(Problem(f"Bad configuration option: {key}", path, ln.lineno, key))
             cur.items.append((OP_UNKNOWN, key, ln.lineno))
             cur.scan = True
             continue
@@ -293,13 +293,12 @@ def compile_lines(lines: List[Line], path: Optional[str]) -> CompiledFile:
         elif canon == "logverbose":
             cur.items.append((OP_LOGVERBOSE, canon, value))
         elif canon == "ignoreunknown":
-            ignore_patterns.append(value)
             cur.items.append((OP_FIRST, canon, value))
         elif value is UNSET:
             continue
         else:
             cur.items.append((OP_FIRST, canon, value))
-    return CompiledFile(path, lines, blocks, problems, ignore_patterns)
+    return CompiledFile(path, lines, blocks, problems)
 
 
 def _agent_path_problem(arg: str) -> Optional[str]:

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Sequence, Tuple, Union
 
-from sshpipe.config._compile import compile_lines
-from sshpipe.config._lexer import Line, lex, quote_arg
+from sshpipe.config._lexer import Line, quote_arg
 from sshpipe.config._options import KEYWORDS
 from sshpipe.errors import SSHConfigError
 
@@ -154,12 +153,14 @@ def _content_end(lines: List[Line], start: int, end: int) -> int:
 
 
 def _commit(config: "SSHConfig", new_lines: List[str]) -> None:
+    from sshpipe.config import SSHConfig
+
     text = "".join(new_lines)
-    before = len(config.compiled.problems)
-    candidate = compile_lines(lex(text), config.path)
-    if len(candidate.problems) > before:
-        p = candidate.problems[-1] if before else candidate.problems[0]
-        raise SSHConfigError(p.reason, p.path, p.line)
+    before = {(e.reason, e.path) for e in config.validate()}
+    candidate = SSHConfig(text, path=config.path, encoding=config.encoding, home=config.home)
+    for err in candidate.validate():
+        if (err.reason, err.path) not in before:
+            raise err
     config._set_text(text)
 
 

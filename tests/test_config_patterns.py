@@ -64,3 +64,9 @@ def test_block_skipping_keeps_first_value_semantics():
     config = loads(text)
     assert config.resolve("h500")["port"] == "501"
     assert config.resolve("zzz")["port"] == "9"
+
+
+def test_match_localnetwork_reads_this_machine():
+    """Without given addresses, loopback (on every Linux host) is found locally."""
+    config = loads("Match localnetwork 127.0.0.0/8\n  Port 3\n")
+    assert config.resolve("x")["port"] == "3"

@@ -189,15 +189,33 @@ def _is_addr(host: str) -> bool:
 
 
 def _local_addresses() -> List[str]:
-    """Addresses of the local interfaces (for ``Match localnetwork``)."""
+    """Addresses of the local interfaces (for ``Match localnetwork``).
+
+    Read from the kernel (``SIOCGIFADDR`` per interface, ``/proc/net/if_inet6``)
+    rather than by running a program: resolving never starts processes
+    unless the caller allows ``Match exec``.
+    """
     out: List[str] = []
     try:
-        res = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True, timeout=5)
-        for line in res.stdout.splitlines():
-            parts = line.split()
-            if len(parts) > 3 and parts[2] in ("inet", "inet6"):
-                out.append(parts[3].split("/", 1)[0])
-    except (OSError, subprocess.SubprocessError):
+        import fcntl
+        import struct
+        names = [name for _, name in socket.if_nameindex()]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for name in names:
+                try:
+                    raw = fcntl.ioctl(sock.fileno(), 0x8915,  # SIOCGIFADDR
+                                      struct.pack("256s", name[:15].encode()))
+                except OSError:
+                    continue
+                out.append(socket.inet_ntoa(raw[20:24]))
+    except (ImportError, OSError):
+        pass
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                hexaddr = line.split()[0]
+                out.append(socket.inet_ntop(socket.AF_INET6, bytes.fromhex(hexaddr)))
+    except (OSError, ValueError, IndexError):
         pass
     return out
 

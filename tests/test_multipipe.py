@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,38 @@ def test_start_error_lists_every_failure_with_its_remote_stderr():
                           "    remote stderr:\n    no config\n    bye\n"
                           "  b: TimeoutError: pipe 'b' (h2): not running within 1 s")
     assert error.total == 3 and set(error.failures) == {"a", "b"}
+
+
+def test_starts_overlap_within_the_per_host_limit(monkeypatch):
+    """start() runs starts in parallel, never more than start_per_host to one host."""
+    lock = threading.Lock()
+    active: Counter = Counter()
+    peaks: Counter = Counter()
+    overall = []
+
+    def fake_start(pipe):
+        with lock:
+            active[pipe.host] += 1
+            peaks[pipe.host] = max(peaks[pipe.host], active[pipe.host])
+            overall.append(sum(active.values()))
+        time.sleep(0.2)
+        with lock:
+            active[pipe.host] -= 1
+        raise RuntimeError(f"fake start of {pipe.name}")
+
+    monkeypatch.setattr(SSHPipe, "start", fake_start)
+    multi = SSHMultiPipe(start_per_host=2, command=ECHO)
+    for index in range(5):
+        multi.add(f"a{index}", "host-a")
+    multi.add("b0", "host-b")
+    multi.add("b1", "host-b")
+    started = time.monotonic()
+    failures = multi.start(timeout=10)
+    assert time.monotonic() - started < 1.2  # 3 waves of 0.2 s; one by one takes 1.4 s
+    assert peaks == {"host-a": 2, "host-b": 2} and max(overall) == 4
+    assert set(failures) == set(multi.names)
+    assert str(failures["a3"]) == "fake start of a3"
+    assert multi.close() == failures
 
 
 def test_unstarted_multipipe_close_and_recv(sshd):
@@ -187,7 +221,7 @@ def test_bad_command_fails_alone_and_others_run(sshd):
 def test_start_timeout_kills_pipes_not_running_in_time(sshd):
     """A pipe whose agent never says hello is killed at start()'s timeout and reported."""
     multi = make_multi(sshd, 0)
-    multi.add("silent", sshd.alias, "sleep 30")
+    multi.add("silent", sshd.alias, "sleep 10")
     started = time.monotonic()
     failures = multi.start(timeout=1.5)
     assert time.monotonic() - started < 12
@@ -307,6 +341,7 @@ def test_late_stderr_reaches_the_caller(sshd):
 
 
 # -- three real hosts (root only) --------------------------------------------
+@pytest.mark.netns
 def test_three_namespace_hosts_and_one_link_down(netns_hosts):
     """One pipe per namespace host; cutting one host's link loses that pipe alone."""
     multi = SSHMultiPipe(config=netns_hosts.config_path, command=ECHO,

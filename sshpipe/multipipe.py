@@ -152,16 +152,19 @@ class SSHMultiPipe:
 
     Example::
 
-        with SSHMultiPipe(config="ssh_config", handler=Echo) as multi:  # defaults
-            ...
-
-        multi = SSHMultiPipe(config="ssh_config")
-        multi.add("db1", "db1.example", handler=Worker)
+        multi = SSHMultiPipe(config="ssh_config", handler=Worker)  # defaults for all
+        multi.add("db1", "db1.example")
         multi.add("db2", "db2.example", command="agent.py --fast")
         failed = multi.start(timeout=60)      # {name: exception}, empty if all ran
         multi.broadcast({"job": 1})
         name, reply = multi.recv(timeout=30)
         results = multi.close()               # {name: Response or exception}
+
+    or from a mapping, started and closed by ``with``::
+
+        pipes = {"db1": {"host": "db1.example"}, "db2": {"host": "db2.example"}}
+        with SSHMultiPipe(pipes, config="ssh_config", handler=Worker) as multi:
+            multi.broadcast({"job": 1})
 
     Args:
         pipes: ``{name: {"host": ..., "command" or "handler": ..., other SSHPipe
@@ -264,6 +267,7 @@ class SSHMultiPipe:
 
     @property
     def state(self) -> MultiPipeState:
+        """The SSHMultiPipe's own life-cycle state; :meth:`status` has the members'."""
         return self._state
 
     def status(self) -> Dict[str, PipeState]:
@@ -584,6 +588,8 @@ class SSHMultiPipe:
         results[name] = start_errors.get(name, result)
 
     def __enter__(self) -> "SSHMultiPipe":
+        """Start (if NEW) without raising for members that fail: check
+        :attr:`start_errors`, or call ``start(raise_on_error=True)`` before ``with``."""
         if self._state is MultiPipeState.NEW:
             self.start()
         return self

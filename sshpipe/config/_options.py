@@ -173,7 +173,7 @@ def _p_controlpersist(args, rest, name):
     return "yes" if t == 0 else str(t)
 
 
-_LOGLEVELS = {"quiet": "QUIET", "fatal": "FATAL", "error": "ERROR", "info": "INFO",
+_LOGLEVELS = {"quiet": "SILENT", "silent": "SILENT", "fatal": "FATAL", "error": "ERROR", "info": "INFO",
               "verbose": "VERBOSE", "debug": "DEBUG", "debug1": "DEBUG", "debug2": "DEBUG2",
               "debug3": "DEBUG3"}
 _FACILITIES = {n.lower(): n for n in ("DAEMON", "USER", "AUTH", "AUTHPRIV", "LOCAL0", "LOCAL1", "LOCAL2",

@@ -525,7 +525,7 @@ class Resolver:
         if get("updatehostkeys") == "ask":
             if (get("controlpersist", "no") != "no" and get("controlpath") is not None) \
                     or get("remotecommand") is not None or get("requesttty") == "false" \
-                    or get("loglevel", "INFO") in ("QUIET", "FATAL", "ERROR"):
+                    or get("loglevel", "INFO") in ("SILENT", "FATAL", "ERROR"):
                 o["updatehostkeys"] = "false"
         if int(get("connectionattempts", "1")) <= 0:
             raise BadValue("Invalid number of ConnectionAttempts")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import pickle
-import select
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
@@ -91,6 +91,7 @@ class ChildSession:
             self.dead_after = self.heartbeat * max(settings.server_alive_count_max, 1)
             self.channel = self.transport.open_session(timeout=settings.connect_timeout or 30)
             self.channel.exec_command(pipe._remote_line)
+            self.channel.settimeout(min(self.heartbeat, 1.0))
         except SSHPipeError as exc:
             return self._close_with(self.broken(exc))
         except Exception as exc:  # paramiko failures after connecting
@@ -110,7 +111,7 @@ class ChildSession:
 
     def _send_start(self) -> None:
         pipe = self.pipe
-        self.channel.sendall(protocol.encode_json(FrameKind.START, {
+        self._send(protocol.encode_json(FrameKind.START, {
             "heartbeat": self.heartbeat, "heartbeat_timeout": self.dead_after,
             "term_messages": [pipe.term_message], "max_frame": pipe._max_frame,
             "log_level": pipe._log_level, "host": pipe.host, "pipe": pipe.name,
@@ -128,36 +129,54 @@ class ChildSession:
 
     # -- reading the channel ----------------------------------------------
     def _recv(self, synced: bool) -> bytes:
-        """Next bytes from the agent's stdout (b"" at its end). Waits in select()
-        so that silence can be timed; the channel itself has no timeout, since one
-        would also cut short a sendall() that waits for window space."""
+        """Next bytes from the agent's stdout (b"" at its end).
+
+        The channel has a timeout so that silence can be timed; writers therefore
+        go through :meth:`_send`, which retries a send that timed out waiting for
+        window space rather than giving up.
+        """
         pipe = self.pipe
         channel = self.channel
         while True:
-            ready, _, _ = select.select([channel], [], [], min(self.heartbeat, 1.0))
-            if ready:
-                try:
-                    data = channel.recv(1 << 20)
-                except (OSError, EOFError) as exc:
-                    raise PipeBroken(f"{pipe.host}: the SSH connection failed: {exc!r}") \
-                        from exc
-                self.last_heard = time.monotonic()
-                return data
-            now = time.monotonic()
-            if not synced and now - self.started > pipe.ready_timeout:
-                raise HandshakeError(f"{pipe.host}: no hello from the agent within "
-                                     f"{pipe.ready_timeout:g} s")
-            if synced and now - self.last_heard > self.dead_after:
-                raise PipeBroken(f"{pipe.host}: no heartbeat from the agent for "
-                                 f"{now - self.last_heard:.1f} s (bound {self.dead_after:g} s):"
-                                 f" host or network down")
+            try:
+                data = channel.recv(1 << 20)
+            except socket.timeout:
+                now = time.monotonic()
+                if not synced and now - self.started > pipe.ready_timeout:
+                    raise HandshakeError(f"{pipe.host}: no hello from the agent within "
+                                         f"{pipe.ready_timeout:g} s")
+                if synced and now - self.last_heard > self.dead_after:
+                    raise PipeBroken(f"{pipe.host}: no heartbeat from the agent for "
+                                     f"{now - self.last_heard:.1f} s (bound "
+                                     f"{self.dead_after:g} s): host or network down")
+                continue
+            except (OSError, EOFError) as exc:
+                raise PipeBroken(f"{pipe.host}: the SSH connection failed: {exc!r}") from exc
+            self.last_heard = time.monotonic()
+            return data
+
+    def _send(self, data: bytes) -> None:
+        """sendall() that survives the channel's read timeout: a full window (a
+        busy agent) only means waiting longer, until the session closes."""
+        channel = self.channel
+        view = memoryview(data)
+        while view:
+            try:
+                sent = channel.send(view)
+            except socket.timeout:
+                if self.closing.is_set() or channel.closed:
+                    raise OSError("the channel closed while sending") from None
+                continue
+            if sent == 0:
+                raise OSError("the channel is closed")
+            view = view[sent:]
 
     def _load(self) -> bytes:
         """Zero-install stage: give the loader the bundle (if it lacks it) and what to
         run; return the bytes read past the loader's status line."""
         pipe = self.pipe
         bundle = pipe._bundle
-        self.channel.sendall(json.dumps({"hash": bundle.digest}).encode() + b"\n")
+        self._send(json.dumps({"hash": bundle.digest}).encode() + b"\n")
         pending = b""
         marker = bootstrap.LOADER_SYNC
         while True:
@@ -189,10 +208,10 @@ class ChildSession:
                                    local=_local_python(), remote=remote_python)
         check_code_compatible(pipe.host, pipe._launch[1], remote_python)
         if status.get("need"):
-            self.channel.sendall(json.dumps({"size": bundle.size}).encode() + b"\n")
-            self.channel.sendall(bundle.data)
+            self._send(json.dumps({"size": bundle.size}).encode() + b"\n")
+            self._send(bundle.data)
         mode, body, argv = pipe._launch
-        self.channel.sendall(json.dumps({"mode": mode, "size": len(body), "argv": argv})
+        self._send(json.dumps({"mode": mode, "size": len(body), "argv": argv})
                              .encode() + b"\n" + body)
         return rest
 
@@ -282,7 +301,7 @@ class ChildSession:
         try:
             while not self.closing.is_set():
                 if not requests.poll(self.heartbeat):
-                    channel.sendall(protocol.encode(FrameKind.PING))
+                    self._send(protocol.encode(FrameKind.PING))
                     continue
                 batch = [requests.recv_bytes()]
                 size = len(batch[0])
@@ -294,7 +313,7 @@ class ChildSession:
                 if close_at is not None:
                     del batch[close_at:]
                 if batch:
-                    channel.sendall(batch[0] if len(batch) == 1 else b"".join(batch))
+                    self._send(batch[0] if len(batch) == 1 else b"".join(batch))
                 if close_at is not None:
                     # End of input for the agent: it finishes and exits.
                     channel.shutdown_write()

@@ -61,6 +61,12 @@ READY_TIMEOUT = 60.0
 QUEUE_BOUND = 1024
 # How long close() gives the child to end after the channel closed.
 _CHILD_EXIT_TIMEOUT = 10.0
+# A thread in recv() reads events for at most this long before it re-checks the
+# pipe's state (and lets the events thread read).
+_PUMP_SLICE = 0.5
+# Buffer of the OS pipes between caller and child; 1 MiB is Linux's default
+# ceiling for unprivileged processes (fs.pipe-max-size).
+_PIPE_BUFFER = 1 << 20
 
 
 class PipeState(enum.Enum):
@@ -114,6 +120,17 @@ def _make_response(values, unhandled, errors, reason) -> Response:
     return Response(*values, unhandled=unhandled, errors=errors, reason=reason)
 
 
+def _widen_pipe(fd: int) -> None:
+    """Give an OS pipe a 1 MiB buffer (Linux), so a large message crosses between
+    the caller and its child in a few wake-ups instead of one per 64 KiB."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_BUFFER)
+    except (ImportError, OSError):
+        pass  # not Linux, or above /proc/sys/fs/pipe-max-size: keep the default
+
+
 class SSHPipe(multiprocessing.Process):
     """A remote agent over SSH, driven like a ``multiprocessing.Process``.
 
@@ -146,8 +163,8 @@ class SSHPipe(multiprocessing.Process):
         config: the OpenSSH client config file (default ``~/.ssh/config``).
         encoding: decodes the remote's stdout and stderr in ``response()``.
         callback: ``callback(exitcode, stdout, stderr)``, called exactly once in
-            the caller's process, from the pipe's events thread, when the agent
-            ends or the pipe breaks.
+            the caller's process, from the pipe's events thread, after the agent
+            ended or the pipe broke.
         logger: where the agent's log records go; default
             ``logging.getLogger("sshpipe.remote.<host>")``.
         port, identity_file, connect_timeout: override the config's Port,
@@ -220,12 +237,14 @@ class SSHPipe(multiprocessing.Process):
         # Connections: requests caller -> child, events child -> caller.
         self._request_reader, self._request_writer = multiprocessing.Pipe(duplex=False)
         self._event_reader, self._event_writer = multiprocessing.Pipe(duplex=False)
+        for connection in (self._request_writer, self._event_writer):
+            _widen_pipe(connection.fileno())
         self._init_caller_state()
 
     # Attributes that exist only in the caller's process and never travel to the
     # child under spawn/forkserver (locks, threads, user callbacks).
     _CALLER_ONLY = ("_cond", "_send_lock", "_events_thread", "_replies", "callback", "logger",
-                    "handler", "_handler_call",
+                    "handler", "_handler_call", "_reader_lock", "_event_frames", "_events_done",
                     "_state", "_hello", "_sent_seq", "_acked_seq", "_errors", "_stdout",
                     "_stderr", "_done", "_broken_error", "_term_sent", "_callback_called",
                     "_request_writer", "_event_reader")
@@ -246,6 +265,11 @@ class SSHPipe(multiprocessing.Process):
         self._broken_error: Optional[BaseException] = None
         self._term_sent = False
         self._callback_called = False
+        # Whoever holds this lock reads the event connection: the events thread, or
+        # a thread in recv() that reads for itself (one thread hop less per reply).
+        self._reader_lock = threading.Lock()
+        self._event_frames = protocol.FrameReader(self._max_frame + 64)
+        self._events_done = False
 
     def __getstate__(self) -> Dict[str, Any]:
         state = self.__dict__.copy()
@@ -412,14 +436,21 @@ class SSHPipe(multiprocessing.Process):
     def recv(self, timeout: Optional[float] = None) -> Any:
         """Return the next object the handler sent with ``reply()``.
 
+        While it waits, the calling thread reads the child's events itself (when
+        no other thread is reading them), so a reply reaches it without a hand-off
+        from the events thread.
+
         Raises:
             TimeoutError: nothing arrived within ``timeout`` seconds.
             EOFError: the agent ended and every reply has been received.
             PipeBroken: the pipe failed and every reply has been received.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self._replies:
+        while True:
+            with self._cond:
+                if self._replies:
+                    payload = self._replies.popleft()
+                    break
                 if self._state is PipeState.BROKEN:
                     raise PipeBroken(f"{self.host}: the pipe is broken") from self._broken_error
                 if self._state is PipeState.CLOSED or self._state is PipeState.NEW:
@@ -427,8 +458,17 @@ class SSHPipe(multiprocessing.Process):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"{self.host}: no reply within {timeout:g} s")
-                self._cond.wait(remaining)
-            payload = self._replies.popleft()
+                if self._events_done:
+                    # The events thread is settling the end; it will notify.
+                    self._cond.wait(remaining)
+                    continue
+            wait = _PUMP_SLICE if remaining is None else min(remaining, _PUMP_SLICE)
+            if self._reader_lock.acquire(timeout=wait):
+                try:
+                    if not self._replies:
+                        self._pump(wait)
+                finally:
+                    self._reader_lock.release()
         return serial.loads(payload)
 
     def poll(self, timeout: Optional[float] = 0.0) -> bool:
@@ -562,23 +602,46 @@ class SSHPipe(multiprocessing.Process):
     def _decode(self, data: bytes) -> str:
         return bytes(data).decode(self.encoding, errors="replace")
 
-    def _events_loop(self) -> None:
-        """Read the child's events until it is gone; settle the pipe's end."""
-        reader = protocol.FrameReader(self._max_frame + 64)
+    def _pump(self, timeout: float) -> None:
+        """Read and dispatch one event if one comes within ``timeout``.
+
+        The caller holds ``_reader_lock``: the events thread, or a thread in
+        ``recv()`` reading on its own behalf.
+        """
+        if self._events_done:
+            return
         connection = self._event_reader
         try:
-            while True:
+            if not connection.poll(timeout):
+                return
+            data = connection.recv_bytes()
+        except (EOFError, OSError):
+            self._events_done = True
+            return
+        for frame in self._event_frames.feed(data):
+            if self._on_event(frame):
+                self._events_done = True
+                return
+
+    def _events_loop(self) -> None:
+        """Read the child's events until it is gone; settle the pipe's end."""
+        connection = self._event_reader
+        try:
+            while not self._events_done:
                 try:
-                    data = connection.recv_bytes()
+                    # Wait without the lock, so a thread in recv() can read first.
+                    connection.poll(None)
                 except (EOFError, OSError):
                     break
-                for frame in reader.feed(data):
-                    if self._on_event(frame):
-                        return
+                with self._reader_lock:
+                    self._pump(0)
         finally:
-            connection.close()
-            self._request_writer.close()
+            with self._reader_lock:
+                self._events_done = True
+                connection.close()
+                self._request_writer.close()
             self._settle_if_open()
+            self._run_callback()
 
     def _settle_if_open(self) -> None:
         """The child died without saying DONE: the pipe is broken."""
@@ -639,16 +702,20 @@ class SSHPipe(multiprocessing.Process):
             self._done = done
             self._broken_error = error
             self._cond.notify_all()
-            call = not self._callback_called
-            self._callback_called = True
         if error is not None:
             logger.debug("%r broke: %s", self, error)
-        if call and self.callback is not None:
-            try:
-                self.callback(done.get("exitcode"), self._decode(self._stdout),
-                              self._decode(self._stderr))
-            except Exception:
-                logger.exception("%r: the pipe's callback raised", self)
+
+    def _run_callback(self) -> None:
+        """Call the user's callback once, from the events thread, after the end."""
+        if self._callback_called or self.callback is None:
+            return
+        self._callback_called = True
+        done = self._done or {}
+        try:
+            self.callback(done.get("exitcode"), self._decode(self._stdout),
+                          self._decode(self._stderr))
+        except Exception:
+            logger.exception("%r: the pipe's callback raised", self)
 
     def _emit_log(self, fields: Dict[str, Any]) -> None:
         levelno = int(fields.get("levelno", logging.INFO))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from typing import Deque, Dict, Generic, Iterator, List, Optional, Tuple, TypeVar
+from typing import Deque, Dict, Generic, List, Optional, Tuple, TypeVar
 
 __all__ = ["HostSlots", "Scheduler"]
 
@@ -97,8 +97,13 @@ class Scheduler(Generic[Item]):
         """Hand waiting items to hosts with room; return (host, tid, item) for
         each, already counted in flight on its host."""
         handed: List[Tuple[str, int, Item]] = []
+        hosts = list(self.hosts.values())
+        if not hosts or not (self._queue or any(h.pinned for h in hosts)):
+            return handed
+        start = next(self._turn) % len(hosts)
+        hosts = hosts[start:] + hosts[:start]  # ties go round-robin
         while True:
-            host = self._pick()
+            host = self._pick(hosts)
             if host is None:
                 return handed
             queue = host.pinned if host.pinned else self._queue
@@ -106,24 +111,15 @@ class Scheduler(Generic[Item]):
             host.inflight[tid] = item
             handed.append((host.name, tid, item))
 
-    def _pick(self) -> Optional[HostSlots[Item]]:
+    def _pick(self, hosts: List[HostSlots[Item]]) -> Optional[HostSlots[Item]]:
         shared = bool(self._queue)
         best: Optional[HostSlots[Item]] = None
-        best_key: Tuple[int, int] = (0, 0)
-        for host in self._rotated():
-            if not host.has_room or not (shared or host.pinned):
+        for host in hosts:
+            if len(host.inflight) >= host.capacity or not (shared or host.pinned):
                 continue
-            key = (host.free, 0)
-            if best is None or key > best_key:
-                best, best_key = host, key
+            if best is None or host.free > best.free:
+                best = host
         return best
-
-    def _rotated(self) -> Iterator[HostSlots[Item]]:
-        hosts = list(self.hosts.values())
-        if not hosts:
-            return iter(())
-        start = next(self._turn) % len(hosts)
-        return iter(hosts[start:] + hosts[:start])
 
     def release(self, host: str, tid: int) -> Optional[Item]:
         """The host is done with an item; return it (None if it was not there)."""

@@ -41,7 +41,9 @@ Replies to the caller, each a list of events::
 
     ("ready", info)                          the pool is up: slots, pid, cpus
     ("started", [tid, ...])                  handed to a worker (sent *before*)
-    ("done", tid, ok, payload, tb, records)  payload: serialized result or exception
+    ("done", tid, ok, payload, tb, records, seconds)
+                                             payload: serialized result or exception;
+                                             seconds: how long the call ran
     ("cancelled", tid)                       its worker was ended (or it never ran)
     ("timeout", tid, seconds, records)       its worker was ended at the deadline
     ("died", tid, exitcode, records)         its worker died under it
@@ -56,6 +58,7 @@ import json
 import logging
 import os
 import pickle
+import selectors
 import signal
 import socket
 import subprocess
@@ -65,7 +68,6 @@ import time
 import traceback
 from collections import deque
 from multiprocessing.connection import Connection
-from multiprocessing.connection import wait as wait_ready
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 from sshpipe import serial
@@ -189,6 +191,10 @@ class _Pool:
         self.cancelled_early: Set[int] = set()
         self.events: List[tuple] = []
         self.boot_failures = 0
+        # Readable: the wake-up pipe (data None) and each worker's connection (data:
+        # the worker); kept across turns, since building one per turn costs more
+        # than a no-op task.
+        self.selector = selectors.DefaultSelector()
 
     def take_events(self) -> List[tuple]:
         events, self.events = self.events, []
@@ -204,7 +210,9 @@ class _Pool:
                 [sys.executable, "-c", _WORKER_BOOT, str(theirs.fileno()), str(self.log_level),
                  str(index), json.dumps(sys.path)],
                 stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), close_fds=True)
-        self.workers[index] = _Worker(index, process, Connection(mine.detach()))
+        worker = _Worker(index, process, Connection(mine.detach()))
+        self.workers[index] = worker
+        self.selector.register(worker.conn.fileno(), selectors.EVENT_READ, worker)
 
     def _idle(self) -> List[_Worker]:
         return [w for w in self.workers
@@ -225,6 +233,7 @@ class _Pool:
             self._start_worker(index)
         announced = False
         wake_r = self.agent._wake_r
+        self.selector.register(wake_r, selectors.EVENT_READ, None)
         while not self.agent._stopping:
             if not announced and all(w is not None and w.ready for w in self.workers):
                 # The caller hears "ready" once every worker booted: its first tasks
@@ -234,22 +243,17 @@ class _Pool:
                                               "cpus": os.cpu_count(),
                                               "python": sys.version.split()[0]}))
             self.agent._flush_replies(self.take_events())
-            handles: List[Any] = [wake_r]
-            for worker in self.workers:
-                if worker is not None:
-                    handles.append(worker.conn)  # EOF on it: the worker died
-            ready = wait_ready(handles, self._next_timeout())
-            if wake_r in ready:
-                try:
-                    os.read(wake_r, 4096)
-                except BlockingIOError:
-                    pass
-            self._take_inbox()
-            for worker in list(self.workers):
+            ready = self.selector.select(self._next_timeout())
+            for key, _ in ready:
+                worker = key.data
                 if worker is None:
-                    continue
-                if worker.conn in ready and not self._read_worker(worker):
-                    self._reap(worker)
+                    try:
+                        os.read(wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                elif self.workers[worker.index] is worker and not self._read_worker(worker):
+                    self._reap(worker)  # EOF on its connection: the worker died
+            self._take_inbox()
             self._check_deadlines()
             self._dispatch()
 
@@ -346,9 +350,10 @@ class _Pool:
             elif kind == "log":
                 self._on_record(worker, message[1])
             elif kind == "done":
-                _, tid, ok, payload, tb = message
+                _, tid, ok, payload, tb, seconds = message
                 if worker.tid == tid and worker.ending is None:
-                    self.events.append(("done", tid, ok, payload, tb, self._records(worker)))
+                    self.events.append(("done", tid, ok, payload, tb, self._records(worker),
+                                        seconds))
                     worker.tid = None
                     worker.deadline = None
 
@@ -377,6 +382,7 @@ class _Pool:
 
     def _reap(self, worker: _Worker) -> None:
         """A worker ended: report its task, start a replacement."""
+        self.selector.unregister(worker.conn.fileno())
         worker.conn.close()
         try:
             worker.process.wait(STOP_GRACE)
@@ -418,6 +424,7 @@ class _Pool:
                 worker.process.kill()
                 worker.process.wait(STOP_GRACE)
         self.workers = [None] * self.slots
+        self.selector.close()
 
 
 # -- worker process ----------------------------------------------------------------
@@ -507,16 +514,19 @@ def worker_main(conn: Any, log_level: int, index: int) -> None:
             tid, fn_payload, args_payload = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
+        started = time.perf_counter()
         try:
             fn, args, kwargs = load_call(fn_payload, args_payload, cache)
             result = fn(*args, **kwargs)
+            seconds = time.perf_counter() - started
             try:
-                reply = ("done", tid, True, serial.dumps(result), None)
+                reply = ("done", tid, True, serial.dumps(result), None, seconds)
             except Exception as exc:
                 raise TypeError(f"the result of task {tid} ({type(result).__name__}) could "
                                 f"not be serialized: {exc}") from exc
         except BaseException as exc:  # the task's failure is its result
-            reply = ("done", tid, False, _exception_payload(exc), traceback.format_exc())
+            reply = ("done", tid, False, _exception_payload(exc), traceback.format_exc(),
+                     time.perf_counter() - started)
         sys.stdout.flush()
         data = pickle.dumps(reply, protocol=serial.PROTOCOL)
         with lock:

@@ -54,6 +54,7 @@ import enum
 import functools
 import itertools
 import logging
+import math
 import threading
 import time
 from concurrent.futures import Executor, Future, InvalidStateError
@@ -76,6 +77,15 @@ logger = logging.getLogger(__name__)
 
 # How long shutdown() gives each agent to stop its workers and exit.
 CLOSE_TIMEOUT = 15.0
+# Adaptive prefetch (when the caller gives none): a host holds, per slot, enough
+# tasks to run for PIPELINE_SECONDS (about a loaded round trip), at least one and
+# at most MAX_PREFETCH_PER_SLOT. More hides latency for tiny tasks; but every task
+# a host holds is at stake when its link fails (it counts as started then) and
+# cannot be balanced to another host.
+PIPELINE_SECONDS = 0.005
+MAX_PREFETCH_PER_SLOT = 32
+# Weight of the newest task in the moving average of a host's task run time.
+RUN_TIME_WEIGHT = 0.1
 
 HostSpec = Union[str, Tuple[str, Mapping[str, Any]], Mapping[str, Any]]
 
@@ -161,6 +171,25 @@ class _Host:
         self.ready = threading.Event()
         self.info: Dict[str, Any] = {}
         self.error: Optional[BaseException] = None
+        # Messages for the host, in order: ("run", item) and ("cancel", tid). Filled
+        # by any thread; drained by the host's sender thread, which sends each
+        # run of "run" entries as one message (a burst of submits costs one frame).
+        self.outbox: List[Tuple[str, Any]] = []
+        self.out_cond = threading.Condition()
+        self.out_closed = False
+        self.sender: Optional[threading.Thread] = None
+        self.run_time: Optional[float] = None  # moving average of its tasks' run time
+
+    def post(self, kind: str, payload: Any) -> None:
+        with self.out_cond:
+            self.outbox.append((kind, payload))
+            if len(self.outbox) == 1:
+                self.out_cond.notify()
+
+    def close_outbox(self) -> None:
+        with self.out_cond:
+            self.out_closed = True
+            self.out_cond.notify()
 
     def __repr__(self) -> str:
         return f"<host {self.name} {self.state.value}>"
@@ -315,6 +344,9 @@ class SSHExecutor(Executor):
         host.reader = threading.Thread(target=self._read_host, args=(host,),
                                        name=f"workers-reader-{host.name}", daemon=True)
         host.reader.start()
+        host.sender = threading.Thread(target=self._send_loop, args=(host,),
+                                       name=f"workers-sender-{host.name}", daemon=True)
+        host.sender.start()
 
     def _read_host(self, host: _Host) -> None:
         """Reader thread: the host's replies, until its pipe ends."""
@@ -422,7 +454,7 @@ class SSHExecutor(Executor):
                     if host.state is HostState.STARTING:
                         host.state = HostState.READY
                         slots = int(info["slots"])
-                        prefetch = slots if self.prefetch is None else self.prefetch
+                        prefetch = slots if self.prefetch is None else self.prefetch  # tuned
                         self._scheduler.add_host(host.name, slots, prefetch)
                     host.ready.set()
                 elif kind == "started":
@@ -432,6 +464,8 @@ class SSHExecutor(Executor):
                         if item is not None:
                             item.started = True
                 else:
+                    if kind == "done" and self.prefetch is None:
+                        self._tune_prefetch(host, event[6])
                     item = self._scheduler.release(host.name, event[1])
                     if item is not None:
                         item.host = None
@@ -440,11 +474,22 @@ class SSHExecutor(Executor):
             self._settle(host, item, kind, event)
         self._pump()
 
+    def _tune_prefetch(self, host: _Host, seconds: float) -> None:
+        """Keep enough tasks on the host to cover a round trip: many for tasks of
+        microseconds, one extra per slot for tasks of 10 ms and more."""
+        host.run_time = seconds if host.run_time is None else (
+            host.run_time * (1 - RUN_TIME_WEIGHT) + seconds * RUN_TIME_WEIGHT)
+        per_slot = min(MAX_PREFETCH_PER_SLOT,
+                       max(1, math.ceil(PIPELINE_SECONDS / max(host.run_time, 1e-6))))
+        slots = self._scheduler.hosts.get(host.name)
+        if slots is not None:
+            slots.capacity = slots.slots * (1 + per_slot)
+
     def _settle(self, host: _Host, item: _WorkItem, kind: str, event: tuple) -> None:
         """Resolve a future from its host's event (outside the lock)."""
         future = item.future
         if kind == "done":
-            _, tid, ok, payload, tb, records = event
+            _, tid, ok, payload, tb, records, _seconds = event
             future.logs = [logging.makeLogRecord(r) for r in records]
             try:
                 value = serial.loads(payload)
@@ -519,20 +564,50 @@ class SSHExecutor(Executor):
                 item.future.hosts.append(host_name)
                 batches.setdefault(host_name, []).append(item)
         for host_name, items in batches.items():
-            self._send(host_name, items)
+            host = self._hosts[host_name]
+            with host.out_cond:
+                notify = not host.outbox
+                host.outbox.extend(("run", item) for item in items)
+                if notify:
+                    host.out_cond.notify()
 
-    def _send(self, host_name: str, items: List[_WorkItem]) -> None:
-        host = self._hosts[host_name]
+    def _send_loop(self, host: _Host) -> None:
+        """Sender thread: the host's outbox to its pipe, runs of tasks batched."""
+        while True:
+            with host.out_cond:
+                while not host.outbox and not host.out_closed:
+                    host.out_cond.wait()
+                if not host.outbox:
+                    return
+                batch, host.outbox = host.outbox, []
+            runs: List[_WorkItem] = []
+            for kind, payload in batch:
+                if kind == "run":
+                    runs.append(payload)
+                    continue
+                if runs:
+                    self._send_runs(host, runs)
+                    runs = []
+                self._send_message(host, (kind, payload))
+            if runs:
+                self._send_runs(host, runs)
+
+    def _send_message(self, host: _Host, message: tuple) -> bool:
+        try:
+            host.pipe.send(message)
+            return True
+        except (PipeBroken, PipeClosed):
+            return False  # the host's reader thread sees the end and settles its tasks
+
+    def _send_runs(self, host: _Host, items: List[_WorkItem]) -> None:
         message = ("run", [(item.tid, item.task.fn_payload, item.task.args_payload,
                             item.task.timeout or self.task_timeout) for item in items])
         try:
-            host.pipe.send(message)
-        except (PipeBroken, PipeClosed):
-            pass  # the host's reader thread sees the end and requeues them
+            self._send_message(host, message)
         except Exception as exc:  # cannot be sent to this host (e.g. VersionSkewError)
             for item in items:
                 with self._lock:
-                    self._scheduler.release(host_name, item.tid)
+                    self._scheduler.release(host.name, item.tid)
                     item.host = None
                 self._resolve(item, error=exc)
             self._pump()
@@ -551,10 +626,7 @@ class SSHExecutor(Executor):
                     self._idle.notify_all()
                 return
             host = self._hosts[host_name]
-        try:
-            host.pipe.send(("cancel", item.tid))
-        except (PipeBroken, PipeClosed):
-            pass  # the host is going; its end releases the slot
+        host.post("cancel", item.tid)  # after the task's own "run", never before
 
     # -- Executor API ---------------------------------------------------------
     def submit(self, fn: Union[Callable[..., Any], Task], /, *args: Any,
@@ -729,6 +801,9 @@ def _advance(bar: ProgressBar, weight: int, future: Future) -> None:
 
 
 def _close_pipe(host: _Host) -> None:
+    host.close_outbox()
+    if host.sender is not None:
+        host.sender.join(CLOSE_TIMEOUT)
     pipe = host.pipe
     try:
         pipe.close(timeout=CLOSE_TIMEOUT)

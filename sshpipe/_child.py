@@ -283,6 +283,8 @@ class ChildSession:
         while True:
             try:
                 data = channel.recv_stderr(65536)
+            except socket.timeout:
+                continue  # the channel timeout times stdout silence; stderr may be quiet
             except (OSError, EOFError):
                 return
             if not data:

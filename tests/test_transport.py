@@ -190,3 +190,34 @@ def test_explicit_overrides_win_over_config(sshd, tmp_path):
     settings = settings_for("target", str(path), user=sshd.user)
     assert settings.user == sshd.user
     connect(settings).close()
+
+
+@pytest.mark.skipif(shutil.which("ssh-agent") is None or shutil.which("ssh-add") is None,
+                    reason="no ssh-agent")
+def test_keys_from_ssh_agent_are_used(sshd, tmp_path, monkeypatch):
+    """With no IdentityFile usable, a key held by ssh-agent (SSH_AUTH_SOCK) logs in."""
+    import subprocess
+
+    socket_path = str(tmp_path / "agent.sock")
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", socket_path], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            if os.path.exists(socket_path):
+                break
+            __import__("time").sleep(0.01)
+        added = subprocess.run(["ssh-add", sshd.key_path], env={"SSH_AUTH_SOCK": socket_path},
+                               capture_output=True, text=True, timeout=30)
+        assert added.returncode == 0, added.stderr
+        monkeypatch.setenv("SSH_AUTH_SOCK", socket_path)
+        config = write_config(tmp_path, sshd, key_path=str(tmp_path / "no_such_key"))
+        path = tmp_path / "agent_config"
+        path.write_text(open(config).read().replace("IdentitiesOnly yes", "IdentitiesOnly no"))
+        transport = connect(settings_for("target", str(path)))
+        try:
+            assert run(transport, "echo via-agent") == "via-agent\n"
+        finally:
+            transport.close()
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)

@@ -289,7 +289,7 @@ class Resolver:
         cname = resolver(host)
         if cname is None:
             if direct:
-                raise SSHConfigError(f"Could not resolve hostname {host}")
+                raise SSHConfigError(f"Could not resolve hostname {host}", self.root.path)
             return host
         if not cname or cname == host or canon == "false":
             return host
@@ -305,7 +305,7 @@ class Resolver:
         try:
             return expand_tokens(value, {"h": host_arg}, None, "percent_expand")
         except BadValue as exc:
-            raise SSHConfigError(str(exc)) from None
+            raise SSHConfigError(f"HostName {value!r}: {exc}", self.root.path) from None
 
     def _run(self, cf: CompiledFile, st: _Pass, nevermatch: bool, depth: int) -> None:
         o = st.o
@@ -483,7 +483,7 @@ class Resolver:
         try:
             return self._finish_inner(o, r, host_arg, host, ctx)
         except BadValue as exc:
-            raise SSHConfigError(str(exc)) from None
+            raise SSHConfigError(f"{host_arg}: {exc}", self.root.path) from None
 
     def _finish_inner(self, o, r, host_arg, host, ctx):
         get = o.get

@@ -177,10 +177,15 @@ class _Agent:
         self.acked_seq = 0
         self.errors = 0
         self.started = False
+        self.main_thread = threading.get_ident()  # serve() builds the agent on it
 
     # -- output -----------------------------------------------------------
     def reply(self, obj: Any) -> None:
-        self.writer.put(protocol.encode(FrameKind.REPLY, serial.dumps(obj)))
+        # The main thread flushes when it runs out of input; a reply from any other
+        # thread (a handler's own workers) may come while the main thread waits, so
+        # it goes out at once.
+        frame = protocol.encode(FrameKind.REPLY, serial.dumps(obj))
+        self.writer.put(frame, flush=threading.get_ident() != self.main_thread)
 
     def _report_error(self, seq: int, where: str, exc: BaseException) -> None:
         self.writer.put(protocol.encode_json(FrameKind.ERROR, {

@@ -86,11 +86,18 @@ def _package_files(directory: str, prefix: str) -> List[Tuple[str, str]]:
 def _module_files(name: str) -> List[Tuple[str, str]]:
     """Source files of module or package ``name``, as (path in bundle, local path)."""
     spec = importlib.util.find_spec(name)
-    if spec is None or spec.origin is None:
+    if spec is None:
         raise ValueError(f"module {name!r} cannot be found locally, so it cannot be shipped")
     top = name.replace(".", "/")
     if spec.submodule_search_locations:
-        return _package_files(list(spec.submodule_search_locations)[0], top + "/")
+        # A package, regular or namespace (no __init__.py, no origin): every
+        # directory that makes it up is shipped.
+        found: List[Tuple[str, str]] = []
+        for directory in spec.submodule_search_locations:
+            found += _package_files(directory, top + "/")
+        return found
+    if spec.origin is None:
+        raise ValueError(f"module {name!r} has no source file, so it cannot be shipped")
     if not spec.origin.endswith(".py"):
         raise ValueError(f"module {name!r} is not pure Python ({spec.origin}); install it "
                          f"on the remote instead")

@@ -16,8 +16,6 @@ from sshpipe import SSHPipe, SSHPipeHandler
 from sshpipe.bootstrap import build_bundle
 
 
-@pytest.mark.xfail(strict=True, reason="bootstrap._module_files rejects namespace packages "
-                   "(spec.origin is None) with 'cannot be found locally'")
 def test_namespace_package_can_be_shipped(tmp_path, monkeypatch):
     """modules=[...] ships a namespace package (a directory without __init__.py)."""
     package = tmp_path / "nspkg_for_bundle"
@@ -28,9 +26,6 @@ def test_namespace_package_can_be_shipped(tmp_path, monkeypatch):
     assert bundle.files > 0
 
 
-@pytest.mark.xfail(strict=True, reason="reply() from a non-main thread is written only when "
-                   "the agent's ticker flushes (FLUSH_DELAY, 20-40 ms); there is no public "
-                   "flush, so workers.agent calls handler._agent.writer.flush()")
 def test_reply_from_a_thread_is_not_delayed_by_the_ticker(sshd):
     """A reply sent from a handler's own thread reaches the caller without a 20 ms wait."""
     class _ThreadReplier(SSHPipeHandler):  # local: sent by value to the remote

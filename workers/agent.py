@@ -85,27 +85,19 @@ MAX_RECORDS_PER_TASK = 1000
 MAX_BOOT_FAILURES = 3
 # How long stop() waits for workers to exit before killing them.
 STOP_GRACE = 2.0
+# A worker ends a cancelled or timed-out task itself; if it has not within this
+# (a task holding the GIL in C code starves its control thread) the agent kills it.
+KILL_GRACE = 2.0
+# Tasks shorter than SHORT_TASK (moving average) are handed to a worker up to
+# BATCH_DEPTH at a time; longer ones one at a time, so none waits behind another.
+SHORT_TASK = 0.002
+BATCH_DEPTH = 16
+# How often a worker's control thread looks at the running task's deadline.
+DEADLINE_POLL = 0.05
+# Exit status of a worker that ended itself for a cancel or a timeout.
+EXIT_ENDED = 75
 
 _PR_SET_PDEATHSIG = 1
-
-
-class _Worker:
-    """One worker process and the task it runs (pool thread only)."""
-
-    __slots__ = ("index", "process", "conn", "tid", "deadline", "timeout", "ending", "records",
-                 "dropped", "ready")
-
-    def __init__(self, index: int, process: Any, conn: Any):
-        self.index = index
-        self.process = process
-        self.conn = conn            # the agent's end of a duplex Pipe
-        self.tid: Optional[int] = None
-        self.deadline: Optional[float] = None
-        self.timeout: Optional[float] = None
-        self.ending: Optional[str] = None   # "cancelled" or "timeout" once killed for it
-        self.records: List[dict] = []
-        self.dropped = 0
-        self.ready = False          # it said it booted: tasks go to it without delay
 
 
 class WorkerAgent(SSHPipeHandler):
@@ -177,6 +169,29 @@ class WorkerAgent(SSHPipeHandler):
             writer.flush()
 
 
+class _Worker:
+    """One worker process and the tasks handed to it, in order (pool thread only)."""
+
+    __slots__ = ("index", "process", "conn", "assigned", "pending", "last_heard", "ending",
+                 "kill_at", "records", "dropped", "ready")
+
+    def __init__(self, index: int, process: Any, conn: Any):
+        self.index = index
+        self.process = process
+        self.conn = conn            # the agent's end of a socket pair
+        # Task ids handed over and not yet reported, in the order the worker runs
+        # them: the first is running (or about to), the others wait in the worker.
+        self.assigned: Deque[int] = deque()
+        # The same tasks by id, as queued: (tid, fn_payload, args_payload, timeout).
+        self.pending: Dict[int, tuple] = {}
+        self.last_heard = time.monotonic()   # its last result: when the next task began
+        self.ending: Optional[Tuple[int, str]] = None  # (tid, "cancelled"/"timeout")
+        self.kill_at: Optional[float] = None  # SIGKILL if it has not ended by then
+        self.records: Dict[int, List[dict]] = {}
+        self.dropped: Dict[int, int] = {}
+        self.ready = False          # it said it booted: tasks go to it without delay
+
+
 class _Pool:
     """The pool thread's state: workers, queue, inbox consumer."""
 
@@ -191,6 +206,8 @@ class _Pool:
         self.cancelled_early: Set[int] = set()
         self.events: List[tuple] = []
         self.boot_failures = 0
+        # Moving average of task run times: short tasks are handed over in batches.
+        self.run_time = 1.0
         # Readable: the wake-up pipe (data None) and each worker's connection (data:
         # the worker); kept across turns, since building one per turn costs more
         # than a no-op task.
@@ -214,18 +231,20 @@ class _Pool:
         self.workers[index] = worker
         self.selector.register(worker.conn.fileno(), selectors.EVENT_READ, worker)
 
-    def _idle(self) -> List[_Worker]:
-        return [w for w in self.workers
-                if w is not None and w.ready and w.tid is None and w.ending is None]
-
-    def _busy(self) -> List[_Worker]:
-        return [w for w in self.workers if w is not None and w.tid is not None]
+    def _live(self) -> List[_Worker]:
+        return [w for w in self.workers if w is not None]
 
     def _by_tid(self, tid: int) -> Optional[_Worker]:
-        for worker in self.workers:
-            if worker is not None and worker.tid == tid:
+        for worker in self._live():
+            if tid in worker.pending:
                 return worker
         return None
+
+    def _send(self, worker: _Worker, message: tuple) -> None:
+        try:
+            worker.conn.send_bytes(pickle.dumps(message, protocol=serial.PROTOCOL))
+        except OSError:
+            pass  # it died: the end of its connection reports its tasks
 
     # -- loop -------------------------------------------------------------
     def run(self) -> None:
@@ -258,11 +277,23 @@ class _Pool:
             self._dispatch()
 
     def _next_timeout(self) -> Optional[float]:
-        deadlines = [w.deadline for w in self.workers
-                     if w is not None and w.deadline is not None and w.ending is None]
+        now = time.monotonic()
+        deadlines = [at for at in (self._kill_deadline(w, now) for w in self._live())
+                     if at is not None]
         if not deadlines:
             return None
-        return max(0.0, min(deadlines) - time.monotonic())
+        return max(0.0, min(deadlines) - now)
+
+    def _kill_deadline(self, worker: _Worker, now: float) -> Optional[float]:
+        """When the agent must kill the worker itself: the worker enforces cancels
+        and timeouts, but cannot while a task holds the GIL in C code."""
+        if worker.kill_at is not None:
+            return worker.kill_at
+        if worker.assigned:
+            timeout = worker.pending[worker.assigned[0]][3]
+            if timeout:
+                return worker.last_heard + timeout + KILL_GRACE
+        return None
 
     def _take_inbox(self) -> None:
         inbox = self.agent._inbox
@@ -298,42 +329,67 @@ class _Pool:
             # Not arrived yet (or already finished: then the caller ignores this).
             self.cancelled_early.add(tid)
             return
-        if worker.ending is None:
-            worker.ending = "cancelled"
-            worker.process.kill()
+        # The worker drops it if it waits there, or ends itself if it runs it.
+        self._send(worker, ("cancel", tid))
+        if worker.assigned and worker.assigned[0] == tid and worker.kill_at is None:
+            worker.kill_at = time.monotonic() + KILL_GRACE
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
-        for worker in self._busy():
-            if worker.deadline is not None and worker.ending is None and now >= worker.deadline:
-                worker.ending = "timeout"
-                worker.process.kill()
+        for worker in self._live():
+            at = self._kill_deadline(worker, now)
+            if at is None or now < at or worker.ending is not None:
+                continue
+            if worker.assigned:
+                tid = worker.assigned[0]
+                reason = "cancelled" if worker.kill_at is not None else "timeout"
+                worker.ending = (tid, reason)
+                logger.warning("worker %d did not end task %d itself; killing it",
+                               worker.index, tid)
+            worker.process.kill()
+            worker.kill_at = None
 
     def _dispatch(self) -> None:
-        idle = self._idle()
-        if not idle or not self.queue:
+        if not self.queue:
             return
-        handed = []
-        while idle and self.queue:
-            tid, fn_payload, args_payload, timeout = self.queue.popleft()
-            self.queued.discard(tid)
-            handed.append((idle.pop(), tid, fn_payload, args_payload, timeout))
+        # Short tasks go over in batches: one hand-over, one wake-up of the worker
+        # and one "started" report for many tasks. Long ones one at a time, so
+        # that none waits in one worker while another is idle.
+        depth = BATCH_DEPTH if self.run_time < SHORT_TASK else 1
+        workers = [w for w in self._live()
+                   if w.ready and w.ending is None and w.kill_at is None
+                   and len(w.assigned) < depth]
+        if not workers:
+            return
+        workers.sort(key=lambda w: len(w.assigned))
+        handed: Dict[int, List[tuple]] = {}
+        # Fill the emptiest first, round-robin, so a short queue still spreads.
+        while self.queue and workers:
+            for worker in list(workers):
+                if not self.queue:
+                    break
+                if len(worker.assigned) + len(handed.get(worker.index, ())) >= depth:
+                    workers.remove(worker)
+                    continue
+                tid, fn_payload, args_payload, timeout = self.queue.popleft()
+                self.queued.discard(tid)
+                handed.setdefault(worker.index, []).append(
+                    (tid, fn_payload, args_payload, timeout))
+        if not handed:
+            return
         # The caller must know a task started before it can start: see the
         # module docstring.
-        self.events.append(("started", [item[1] for item in handed]))
+        self.events.append(("started", [task[0] for batch in handed.values() for task in batch]))
         self.agent._flush_replies(self.take_events())
         now = time.monotonic()
-        for worker, tid, fn_payload, args_payload, timeout in handed:
-            worker.tid = tid
-            worker.timeout = timeout
-            worker.deadline = now + timeout if timeout else None
-            worker.records = []
-            worker.dropped = 0
-            try:
-                worker.conn.send_bytes(pickle.dumps((tid, fn_payload, args_payload),
-                                                    protocol=serial.PROTOCOL))
-            except OSError:
-                pass  # it died: the end of its connection reports the task
+        for index, batch in handed.items():
+            worker = self.workers[index]
+            if not worker.assigned:
+                worker.last_heard = now
+            for task in batch:
+                worker.assigned.append(task[0])
+                worker.pending[task[0]] = task
+            self._send(worker, ("run", batch))
 
     def _read_worker(self, worker: _Worker) -> bool:
         """Take what the worker sent; False once its connection ended (it died)."""
@@ -345,59 +401,81 @@ class _Pool:
             except (EOFError, OSError):
                 return False
             kind = message[0]
-            if kind == "ready":
-                worker.ready = True
-            elif kind == "log":
-                self._on_record(worker, message[1])
+            if kind == "log":
+                self._on_record(worker, message[1], message[2])
             elif kind == "done":
                 _, tid, ok, payload, tb, seconds = message
-                if worker.tid == tid and worker.ending is None:
-                    self.events.append(("done", tid, ok, payload, tb, self._records(worker),
-                                        seconds))
-                    worker.tid = None
-                    worker.deadline = None
+                if self._forget(worker, tid):
+                    self.run_time = self.run_time * 0.9 + seconds * 0.1
+                    self.events.append(("done", tid, ok, payload, tb,
+                                        self._records(worker, tid), seconds))
+            elif kind == "dropped":  # cancelled while it waited in the worker
+                if self._forget(worker, message[1]):
+                    self.events.append(("cancelled", message[1]))
+            elif kind == "ending":   # it ends itself: that task was cancelled or timed out
+                worker.ending = (message[1], message[2])
+            elif kind == "ready":
+                worker.ready = True
 
-    def _on_record(self, worker: _Worker, fields: dict) -> None:
-        if len(worker.records) >= MAX_RECORDS_PER_TASK:
-            worker.dropped += 1
+    def _forget(self, worker: _Worker, tid: int) -> bool:
+        if tid not in worker.pending:
+            return False
+        del worker.pending[tid]
+        try:
+            worker.assigned.remove(tid)
+        except ValueError:
+            pass
+        worker.last_heard = time.monotonic()
+        if worker.kill_at is not None and not (worker.ending or worker.assigned):
+            worker.kill_at = None
+        return True
+
+    def _on_record(self, worker: _Worker, tid: int, fields: dict) -> None:
+        records = worker.records.setdefault(tid, [])
+        if len(records) >= MAX_RECORDS_PER_TASK:
+            worker.dropped[tid] = worker.dropped.get(tid, 0) + 1
             return
-        fields["task"] = worker.tid
-        worker.records.append(fields)
+        fields["task"] = tid
+        records.append(fields)
         # Re-emitted here, so sshpipe forwards it live to the caller's
         # "sshpipe.remote.<host>" logger as well.
         target = logging.getLogger(fields.get("name") or "root")
         if target.isEnabledFor(fields.get("levelno", logging.INFO)):
             target.handle(logging.makeLogRecord(fields))
 
-    def _records(self, worker: _Worker) -> List[dict]:
-        records = worker.records
-        if worker.dropped:
+    def _records(self, worker: _Worker, tid: int) -> List[dict]:
+        records = worker.records.pop(tid, [])
+        dropped = worker.dropped.pop(tid, 0)
+        if dropped:
             records.append({"name": "workers.agent", "levelno": logging.WARNING,
                             "levelname": "WARNING", "created": time.time(),
-                            "msg": f"{worker.dropped} more records of this task were dropped",
-                            "args": None, "task": worker.tid})
-        worker.records = []
-        worker.dropped = 0
+                            "msg": f"{dropped} more records of this task were dropped",
+                            "args": None, "task": tid})
         return records
 
     def _reap(self, worker: _Worker) -> None:
-        """A worker ended: report its task, start a replacement."""
+        """A worker ended: report the task it ran, requeue those that waited in
+        it (they never started), start a replacement."""
         self.selector.unregister(worker.conn.fileno())
         worker.conn.close()
         try:
-            worker.process.wait(STOP_GRACE)
+            worker.process.wait(KILL_GRACE)
         except subprocess.TimeoutExpired:  # its socket closed, yet it lives: end it
             worker.process.kill()
-            worker.process.wait(STOP_GRACE)
-        tid = worker.tid
-        if tid is not None:
-            if worker.ending == "cancelled":
+            worker.process.wait(KILL_GRACE)
+        if worker.assigned:
+            tid = worker.assigned.popleft()
+            ending_tid, reason = worker.ending or (None, None)
+            if ending_tid == tid and reason == "cancelled":
                 self.events.append(("cancelled", tid))
-            elif worker.ending == "timeout":
-                self.events.append(("timeout", tid, worker.timeout, self._records(worker)))
+            elif ending_tid == tid and reason == "timeout":
+                self.events.append(("timeout", tid, worker.pending[tid][3],
+                                    self._records(worker, tid)))
             else:
                 self.events.append(("died", tid, worker.process.returncode,
-                                    self._records(worker)))
+                                    self._records(worker, tid)))
+            for waiting in reversed(worker.assigned):
+                self.queue.appendleft(self._requeue_entry(worker, waiting))
         self.workers[worker.index] = None
         if not worker.ready:
             self.boot_failures += 1
@@ -409,11 +487,16 @@ class _Pool:
         if not self.agent._stopping:
             self._start_worker(worker.index)
 
+    def _requeue_entry(self, worker: _Worker, tid: int) -> tuple:
+        entry = worker.pending.pop(tid)
+        self.queued.add(tid)
+        return entry
+
     def stop(self) -> None:
         """End every worker: EOF first, then a kill for any still running."""
-        live = [w for w in self.workers if w is not None]
+        live = self._live()
         for worker in live:
-            if worker.tid is not None:
+            if worker.assigned:
                 worker.process.kill()
             worker.conn.close()
         deadline = time.monotonic() + STOP_GRACE
@@ -431,10 +514,9 @@ class _Pool:
 class _RecordSender(logging.Handler):
     """In a worker: sends each record of the running task to the agent."""
 
-    def __init__(self, conn: Any, lock: threading.Lock):
+    def __init__(self, tasks: "_TaskQueue"):
         super().__init__()
-        self._conn = conn
-        self._lock = lock
+        self._tasks = tasks
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -449,11 +531,93 @@ class _RecordSender(logging.Handler):
                 "process": record.process, "processName": record.processName,
                 "thread": record.thread, "threadName": record.threadName, "exc_text": exc_text,
             }
-            data = pickle.dumps(("log", fields), protocol=serial.PROTOCOL)
-            with self._lock:
-                self._conn.send_bytes(data)
+            self._tasks.send(("log", self._tasks.current, fields))
         except Exception:  # logging must never fail the task
             self.handleError(record)
+
+
+class _TaskQueue:
+    """A worker's tasks and its control thread, which alone reads the connection.
+
+    The worker's main thread runs the tasks in order. The control thread takes
+    new batches, drops a cancelled task that waits, and ends the process
+    (``os._exit``) when the *running* task is cancelled or runs out of time.
+    ``state`` orders the two: the main thread marks a task running and reports
+    its result under it, and the control thread decides under it, so it never
+    ends the process for a task that has already finished, and never for one
+    that has not started.
+    """
+
+    def __init__(self, conn: Any):
+        self.conn = conn
+        self.send_lock = threading.Lock()
+        self.state = threading.Condition()
+        self.queue: Deque[tuple] = deque()
+        self.current: Optional[int] = None
+        self.deadline: Optional[float] = None
+
+    def send(self, message: tuple) -> None:
+        data = pickle.dumps(message, protocol=serial.PROTOCOL)
+        with self.send_lock:
+            self.conn.send_bytes(data)
+
+    def next_task(self) -> tuple:
+        with self.state:
+            while not self.queue:
+                self.state.wait()
+            task = self.queue.popleft()
+            self.current = task[0]
+            self.deadline = time.monotonic() + task[3] if task[3] else None
+            return task
+
+    def finish(self, reply: tuple) -> None:
+        with self.state:
+            self.current = None
+            self.deadline = None
+            self.send(reply)
+
+    def control_loop(self) -> None:
+        while True:
+            with self.state:
+                deadline = self.deadline
+            wait = DEADLINE_POLL if deadline is None else min(
+                DEADLINE_POLL, max(0.0, deadline - time.monotonic()))
+            try:
+                if not self.conn.poll(wait):
+                    self._check_deadline()
+                    continue
+                message = pickle.loads(self.conn.recv_bytes())
+            except (EOFError, OSError):
+                os._exit(0)  # the agent closed the connection: stop, even mid-task
+            if message[0] == "run":
+                with self.state:
+                    self.queue.extend(message[1])
+                    self.state.notify()
+            elif message[0] == "cancel":
+                self._cancel(message[1])
+
+    def _cancel(self, tid: int) -> None:
+        with self.state:
+            if self.current == tid:
+                self._end(tid, "cancelled")
+            for index, task in enumerate(self.queue):
+                if task[0] == tid:
+                    del self.queue[index]
+                    self.send(("dropped", tid))
+                    return
+
+    def _check_deadline(self) -> None:
+        with self.state:
+            if (self.current is not None and self.deadline is not None
+                    and time.monotonic() >= self.deadline):
+                self._end(self.current, "timeout")
+
+    def _end(self, tid: int, reason: str) -> None:
+        """End this process, under ``state``: task ``tid`` is running."""
+        try:
+            self.send(("ending", tid, reason))
+        finally:
+            os._exit(EXIT_ENDED)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -501,19 +665,17 @@ def worker_main(conn: Any, log_level: int, index: int) -> None:
     """A worker process: run the tasks that arrive on ``conn`` until it closes."""
     _die_with_parent(os.getppid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when a task ends
-    lock = threading.Lock()
+    tasks = _TaskQueue(conn)
     root = logging.getLogger()
-    root.handlers[:] = [_RecordSender(conn, lock)]
+    root.handlers[:] = [_RecordSender(tasks)]
     root.setLevel(log_level)
     cache: Dict[bytes, Any] = {}
     from workers.task import load_call
 
-    conn.send_bytes(pickle.dumps(("ready",), protocol=serial.PROTOCOL))
+    threading.Thread(target=tasks.control_loop, name="workers-control", daemon=True).start()
+    tasks.send(("ready",))
     while True:
-        try:
-            tid, fn_payload, args_payload = pickle.loads(conn.recv_bytes())
-        except (EOFError, OSError):
-            return
+        tid, fn_payload, args_payload, _ = tasks.next_task()
         started = time.perf_counter()
         try:
             fn, args, kwargs = load_call(fn_payload, args_payload, cache)
@@ -528,9 +690,7 @@ def worker_main(conn: Any, log_level: int, index: int) -> None:
             reply = ("done", tid, False, _exception_payload(exc), traceback.format_exc(),
                      time.perf_counter() - started)
         sys.stdout.flush()
-        data = pickle.dumps(reply, protocol=serial.PROTOCOL)
-        with lock:
-            try:
-                conn.send_bytes(data)
-            except OSError:
-                return
+        try:
+            tasks.finish(reply)
+        except OSError:
+            return

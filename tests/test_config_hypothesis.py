@@ -142,3 +142,23 @@ def test_any_text_round_trips(text):
 def test_generated_configs_round_trip(text):
     """Grammar-shaped configs come back byte for byte."""
     assert dumps(SSHConfig(text)) == text
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=configs(), value=st.sampled_from(["1", "two words", "~/.ssh/k"]))
+def test_set_then_unset_restores_text(text, value):
+    """Adding an option to a Host block and removing it again gives the same bytes."""
+    config = SSHConfig(text)
+    blocks = config.hosts()
+    if not blocks:
+        return
+    host = " ".join(blocks[0])
+    before = dumps(config)
+    try:
+        config.set(host, "HostKeyAlias", value)
+    except SSHConfigError:
+        return        # the generated file itself is one OpenSSH rejects
+    if before.count("\n") == dumps(config).count("\n"):
+        return        # an existing HostKeyAlias was replaced, nothing to undo
+    assert config.unset(host, "HostKeyAlias") == 1
+    assert dumps(config) == before

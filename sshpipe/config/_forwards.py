@@ -12,7 +12,7 @@ from typing import List, Optional, Tuple
 
 from sshpipe.config._values import BadValue, ExtraArguments, a2port, hpdelim, valid_domain
 
-__all__ = ["parse_forward", "forward_parser", "parse_proxyjump"]
+__all__ = ["parse_forward", "forward_parser", "parse_proxyjump", "parse_ssh_uri"]
 
 
 def _fwd_fields(spec: str) -> Optional[List[Tuple[str, bool]]]:
@@ -188,7 +188,7 @@ def _urldecode(s: str) -> Optional[str]:
     return "".join(out)
 
 
-def _parse_ssh_uri(s: str):
+def parse_ssh_uri(s: str):
     """``parse_ssh_uri()``: 1 when not a URI, None when bad, else (user, host, port)."""
     if not s.lower().startswith("ssh://"):
         return 1
@@ -239,7 +239,7 @@ def _parse_ssh_uri(s: str):
 
 
 def _jump_one(spec: str):
-    r = _parse_ssh_uri(spec)
+    r = parse_ssh_uri(spec)
     if r is None:
         return None
     if r == 1:

@@ -32,6 +32,7 @@ from sshpipe.config._compile import (
     OP_LAST_ALWAYS, OP_LOGVERBOSE, OP_REKEY, OP_SENDENV, OP_SETENV, OP_UNKNOWN,
     Block, CompiledFile,
 )
+from sshpipe.config._forwards import parse_ssh_uri
 from sshpipe.config._options import (
     ALGORITHMS, DUMP_ORDER, BadValue, assemble_algorithms,
 )
@@ -251,6 +252,23 @@ class Resolver:
 
     # ------------------------------------------------------------ passes
     def resolve(self, host_arg: str, user: Optional[str], port: Optional[int]) -> Dict[str, object]:
+        # the destination as ssh takes it: "user@host" or "ssh://user@host:port";
+        # -l/-p (our user/port) win over what the destination says
+        if host_arg.lower().startswith("ssh://"):
+            uri = parse_ssh_uri(host_arg)
+            if uri is None:
+                raise SSHConfigError(f"invalid destination {host_arg!r}")
+            uri_user, host_arg, uri_port = uri
+            if user is None and uri_user is not None:
+                user = uri_user
+            if port is None and uri_port > 0:
+                port = uri_port
+        elif "@" in host_arg:
+            uri_user, _, host_arg = host_arg.rpartition("@")
+            if uri_user == "":
+                raise SSHConfigError("invalid destination: empty user name")
+            if user is None:
+                user = uri_user
         if not _valid_hostname(host_arg):
             raise SSHConfigError(f"hostname contains invalid characters: {host_arg!r}")
         if user is not None and not _valid_ruser(user):

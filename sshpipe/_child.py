@@ -22,7 +22,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
-from sshpipe import bootstrap, protocol
+from sshpipe import bootstrap, protocol, serial
 from sshpipe.errors import (AgentStartError, ConnectError, HandshakeError, PipeBroken,
                             ProtocolError, SSHPipeError, VersionSkewError)
 from sshpipe.protocol import FrameKind
@@ -79,12 +79,11 @@ class ChildSession:
 
     # -- life -------------------------------------------------------------
     def run(self) -> int:
-        from sshpipe.transport import connect, settings_for
+        from sshpipe.transport import connect
 
         pipe = self.pipe
         try:
-            settings = settings_for(pipe.host, pipe.config, user=pipe.user,
-                                    **pipe._connect_options)
+            settings = pipe._settings
             self.transport = connect(settings)
             self.heartbeat = (pipe._heartbeat or settings.server_alive_interval
                               or DEFAULT_HEARTBEAT)
@@ -238,20 +237,21 @@ class ChildSession:
                 synced = True
                 data = found
             try:
-                frames = reader.feed(data)
+                # Whole frames are forwarded as they came, in one piece per read;
+                # only HELLO and EXIT are looked into.
+                piece, spans = reader.cut(data)
             except ProtocolError as exc:
                 raise ProtocolError(f"{pipe.host}: {exc}") from exc
             data = b""
-            for frame in frames:
-                if frame.kind == FrameKind.PING:
-                    continue
-                if frame.kind == FrameKind.HELLO:
-                    protocol.check_hello(protocol.decode_json(frame))
+            for kind, start, end in spans:
+                if kind == FrameKind.HELLO:
+                    protocol.check_hello(_json(pipe.host, kind, piece[start:end]))
                     writer = threading.Thread(target=self._write_requests, daemon=True)
                     writer.start()
-                elif frame.kind == FrameKind.EXIT:
-                    self.exit_info = protocol.decode_json(frame)
-                self.emit(protocol.encode(frame.kind, frame.payload))
+                elif kind == FrameKind.EXIT:
+                    self.exit_info = _json(pipe.host, kind, piece[start:end])
+            if piece:
+                self.emit(piece)
         # The agent closed its output: collect the exit status.
         self._wait_remote_exit()
         stderr_thread.join(timeout=2.0)
@@ -327,6 +327,13 @@ class ChildSession:
             return
 
 
+def _json(host: str, kind: FrameKind, payload: bytes) -> Any:
+    try:
+        return json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"{host}: {kind.name} payload is not valid JSON: {exc}") from None
+
+
 def _local_python() -> str:
     import platform
 
@@ -337,16 +344,10 @@ def _minor(version: str) -> Tuple[str, ...]:
     return tuple(version.split(".")[:2])
 
 
-def carries_code(payload: bytes) -> bool:
-    """True if a serialized payload holds code objects (dill by value): those only
-    load on the Python minor version that made them."""
-    return b"_create_code" in payload
-
-
 def check_code_compatible(host: str, payload: bytes, remote_python: str) -> None:
     """Raise VersionSkewError if ``payload`` carries code the remote cannot load."""
     local = _local_python()
-    if carries_code(payload) and _minor(local) != _minor(remote_python):
+    if _minor(local) != _minor(remote_python) and serial.carries_code(payload):
         raise VersionSkewError(
             f"{host}: this object carries Python code (a function or class sent by value) "
             f"made by Python {local}, which Python {remote_python} on the remote cannot "

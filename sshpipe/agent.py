@@ -58,6 +58,8 @@ ACK_EVERY = 256
 # A caller that asks to end gets this long for the handler to finish its current
 # message before the agent exits hard (the handler may be stuck).
 EXIT_GRACE = 5.0
+# Bytes read from the caller at a time (a pipe holds at most its buffer size).
+READ_SIZE = 1 << 20
 # Flush once this much is buffered, whatever else is pending.
 WRITE_BATCH = 256 * 1024
 
@@ -168,6 +170,10 @@ class _Agent:
         self.writer = _Writer(out_fd)
         self.reader = protocol.FrameReader()
         self.frames: Deque[Union[Frame, Exception]] = deque()
+        # One buffer for every read: a fresh 1 MiB bytes per read cost an mmap and
+        # munmap per message.
+        self.read_buffer = bytearray(READ_SIZE)
+        self.read_view = memoryview(self.read_buffer)
         self.heartbeat = 5.0
         self.heartbeat_timeout = 30.0
         self.last_input = time.monotonic()
@@ -214,12 +220,12 @@ class _Agent:
                 if now - self.last_input > self.heartbeat_timeout:
                     return "lost"
                 continue
-            data = os.read(self.in_fd, 1 << 20)
+            count = os.readv(self.in_fd, [self.read_buffer])
             self.last_input = now
-            if not data:
+            if not count:
                 return "eof"
             try:
-                self.frames.extend(self.reader.feed(data))
+                self.frames.extend(self.reader.feed(self.read_view[:count]))
             except ProtocolError as exc:
                 return exc
         return self.frames.popleft()
@@ -374,9 +380,22 @@ def _kill_children() -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _widen_pipe(fd: int) -> None:
+    """A 1 MiB buffer for a pipe (Linux): large messages then cross sshd and the
+    agent in a few wake-ups. Anything else (a socket, another OS) is left alone."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), READ_SIZE)
+    except (ImportError, OSError):
+        pass
+
+
 def _take_over_stdio() -> Tuple[int, int, int]:
     """Move the protocol off fds 0/1; return (in_fd, out_fd, capture_read_fd)."""
     sys.stdout.flush()
+    _widen_pipe(0)
+    _widen_pipe(1)
     in_fd = os.dup(0)
     out_fd = os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)

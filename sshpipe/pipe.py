@@ -49,6 +49,7 @@ from sshpipe._child import check_code_compatible
 from sshpipe.errors import AgentStartError, PipeBroken, PipeClosed, RemoteError, SSHPipeError
 from sshpipe.handler import SSHPipeHandler
 from sshpipe.protocol import FrameKind
+from sshpipe.transport import ConnectSettings, settings_for
 
 __all__ = ["PipeState", "Response", "SSHPipe"]
 
@@ -230,6 +231,7 @@ class SSHPipe(multiprocessing.Process):
         words = [python, "-c", bootstrap.LOADER_SOURCE] if self._zero_install else argv
         self._remote_line = bootstrap.remote_command(words, cwd=cwd, env=env)
         self._launch: Optional[Tuple[str, bytes, List[str]]] = None
+        self._settings: Optional[ConnectSettings] = None
         self._bundle: Optional[bootstrap.Bundle] = None
         self._heartbeat = heartbeat
         self._max_frame = max_frame
@@ -308,6 +310,7 @@ class SSHPipe(multiprocessing.Process):
         Allowed in state NEW only.
 
         Raises:
+            SSHConfigError: the ssh config file is missing (when named) or wrong.
             ConnectError: (and subclasses HostKeyError, AuthenticationError,
                 ConnectTimeout) when no SSH session could be had.
             AgentStartError: the remote command ended before the agent's hello;
@@ -321,6 +324,10 @@ class SSHPipe(multiprocessing.Process):
                 raise PipeClosed(f"{self!r}: start() works once, on a new pipe")
             self._state = PipeState.STARTING
         try:
+            # Resolved here: a config error raises in the caller, and under fork the
+            # child starts with paramiko already imported.
+            self._settings = settings_for(self.host, self.config, user=self.user,
+                                          **self._connect_options)
             self._prepare_launch()
         except BaseException:
             with self._cond:
@@ -389,18 +396,21 @@ class SSHPipe(multiprocessing.Process):
             VersionSkewError: the object carries code (a function or class sent
                 by value) that the remote's Python version cannot load.
         """
-        payload = serial.dumps(obj)
+        payload, has_code = serial.dumps_with_code(obj)
         if isinstance(obj, str) and (obj == self.term_message
                                      or obj in SSHPipeHandler.TERM_MESSAGES):
             self._term_sent = True
-        return self.send_bytes(payload, timeout=timeout)
+        return self._send_payload(payload, has_code, timeout)
 
     def send_bytes(self, payload: bytes, timeout: Optional[float] = None) -> int:
         """Send an already serialized object (``dill.dumps``/``pickle.dumps``
         output): the handler receives the object. Serialize once, send to many."""
         payload = bytes(payload)
+        return self._send_payload(payload, serial.carries_code(payload), timeout)
+
+    def _send_payload(self, payload: bytes, has_code: bool, timeout: Optional[float]) -> int:
         remote_python = self._hello.get("python")
-        if remote_python:
+        if has_code and remote_python:
             check_code_compatible(self.host, payload, remote_python)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._send_lock:

@@ -72,6 +72,7 @@ MAX_PREAMBLE = 1 << 20
 _HEADER = struct.Struct(">BI")
 _LONG_LENGTH = struct.Struct(">Q")
 _SEQ = struct.Struct(">Q")
+_DATA_HEAD = struct.Struct(">BIQ")
 _ESCAPE = 0xFFFFFFFF
 
 
@@ -96,7 +97,8 @@ class FrameKind(enum.IntEnum):
     CLOSE = 68       # caller->child  JSON: end the session (timeout)
 
 
-_KNOWN_KINDS = frozenset(int(kind) for kind in FrameKind)
+# Code -> kind without an enum call per frame (the hot path of every reader).
+_KIND_BY_CODE = {int(kind): kind for kind in FrameKind}
 
 
 class Frame(NamedTuple):
@@ -117,8 +119,14 @@ def encode(kind: int, payload: bytes = b"") -> bytes:
 
 
 def encode_data(seq: int, payload: bytes) -> bytes:
-    """A DATA frame: the sequence number goes before the serialized object."""
-    return encode(FrameKind.DATA, _SEQ.pack(seq) + payload)
+    """A DATA frame: the sequence number goes before the serialized object.
+    Header and sequence number are packed together, so the payload is copied once."""
+    size = len(payload) + _SEQ.size
+    if size < _ESCAPE:
+        head = _DATA_HEAD.pack(FrameKind.DATA, size, seq)
+    else:
+        head = _HEADER.pack(FrameKind.DATA, _ESCAPE) + _LONG_LENGTH.pack(size) + _SEQ.pack(seq)
+    return b"".join((head, payload))
 
 
 def split_seq(payload: bytes) -> Tuple[int, bytes]:
@@ -166,11 +174,38 @@ class FrameReader:
         """Add ``data``; return every frame now complete, in order."""
         buffer = self._buffer
         buffer += data
-        frames: List[Frame] = []
+        spans, consumed = self._scan()
+        frames = [Frame(kind, bytes(buffer[start:end]), number)
+                  for kind, start, end, number in spans]
+        if consumed:
+            del buffer[:consumed]
+        return frames
+
+    def cut(self, data: bytes) -> Tuple[bytes, List[Tuple[FrameKind, int, int]]]:
+        """Add ``data``; return the bytes of every frame now complete, as one piece,
+        with (kind, payload start, payload end) for each, offsets into that piece.
+
+        For a relay that forwards whole frames without copying each one out.
+        """
+        buffer = self._buffer
+        buffer += data
+        spans, consumed = self._scan()
+        if not consumed:
+            return b"", []
+        piece = bytes(buffer[:consumed])
+        del buffer[:consumed]
+        return piece, [(kind, start, end) for kind, start, end, _ in spans]
+
+    def _scan(self) -> Tuple[List[Tuple[FrameKind, int, int, int]], int]:
+        """Find the complete frames at the front of the buffer: their spans and how
+        many bytes they take. Checks kinds and sizes as soon as a header is whole."""
+        buffer = self._buffer
+        spans = []
         offset = 0
         end = len(buffer)
+        kinds = _KIND_BY_CODE
         while end - offset >= 5:
-            kind, size = _HEADER.unpack_from(buffer, offset)
+            code, size = _HEADER.unpack_from(buffer, offset)
             header = 5
             if size == _ESCAPE:
                 if end - offset < 13:
@@ -178,21 +213,19 @@ class FrameReader:
                 size = _LONG_LENGTH.unpack_from(buffer, offset + 5)[0]
                 header = 13
             number = self._count + 1
-            if kind not in _KNOWN_KINDS:
-                raise FrameError(f"unknown frame kind {kind}", number)
+            kind = kinds.get(code)
+            if kind is None:
+                raise FrameError(f"unknown frame kind {code}", number)
             if size > self.max_frame:
-                raise FrameError(
-                    f"{FrameKind(kind).name} frame of {size} bytes exceeds the "
-                    f"{self.max_frame}-byte limit", number)
+                raise FrameError(f"{kind.name} frame of {size} bytes exceeds the "
+                                 f"{self.max_frame}-byte limit", number)
             if end - offset - header < size:
                 break
             start = offset + header
-            frames.append(Frame(FrameKind(kind), bytes(buffer[start:start + size]), number))
+            spans.append((kind, start, start + size, number))
             self._count = number
             offset = start + size
-        if offset:
-            del buffer[:offset]
-        return frames
+        return spans, offset
 
 
 class SyncScanner:

@@ -15,12 +15,16 @@ from __future__ import annotations
 import io
 import pickle
 import types
-from typing import Any
+from typing import Any, Tuple
 
-__all__ = ["PROTOCOL", "dumps", "loads"]
+__all__ = ["PROTOCOL", "carries_code", "dumps", "dumps_with_code", "loads"]
 
 # Protocol 5 is understood by every supported Python (3.8 and later).
 PROTOCOL = 5
+
+
+# Types whose pickle can hold nothing but data.
+_PLAIN = frozenset((type(None), bool, int, float, complex, str, bytes, bytearray))
 
 
 class _ByValueNeeded(Exception):
@@ -48,17 +52,32 @@ def dumps(obj: Any) -> bytes:
             (``TypeError``, ``pickle.PicklingError`` ...), and ``ImportError``
             when such an object needs dill and dill is not installed.
     """
+    return dumps_with_code(obj)[0]
+
+
+def dumps_with_code(obj: Any) -> Tuple[bytes, bool]:
+    """:func:`dumps`, plus whether the result carries code objects (functions or
+    classes sent by value), which load only on the Python minor version that
+    made them. Only dill's output can, so only it is scanned."""
+    if type(obj) in _PLAIN:
+        return pickle.dumps(obj, PROTOCOL), False  # nothing in it refers to __main__
     buffer = io.BytesIO()
     try:
         _GuardedPickler(buffer, protocol=PROTOCOL).dump(obj)
-        return buffer.getvalue()
+        return buffer.getvalue(), False
     except (_ByValueNeeded, pickle.PicklingError, TypeError, AttributeError):
         pass
     import dill
 
     # recurse: carry only the globals a function uses, not its whole module (which
     # the other end may not have).
-    return dill.dumps(obj, protocol=PROTOCOL, recurse=True)
+    payload = dill.dumps(obj, protocol=PROTOCOL, recurse=True)
+    return payload, carries_code(payload)
+
+
+def carries_code(payload: bytes) -> bool:
+    """True if a serialized payload holds code objects (dill by value)."""
+    return b"_create_code" in payload
 
 
 def loads(data: bytes) -> Any:

@@ -133,3 +133,21 @@ def test_get_keeps_seed_contract(oracle):
     assert config.get("web", "PORT") == "2222"
     assert config.get("web", "IdentityFile2")[0] == "~/.ssh/id_rsa"
     assert config.get("web", "ProxyCommand", "direct") == "direct"
+
+
+def test_expand_for_connect_rules():
+    """IdentityFile/ProxyCommand/LocalCommand get the expansion ssh applies when connecting."""
+    from sshpipe.config import expand_for_connect
+
+    config = SSHConfig("Host web\n  HostName w.example.com\n  User bob\n  Port 2200\n"
+                       "  IdentityFile ~/.ssh/%h-%r\n  ProxyCommand nc %h %p\n")
+    kw = dict(local_user="me", home="/home/me", local_hostname="box.example.com",
+              environ={"KEYS": "/k"})
+    s = config.resolve("web", **kw)
+    assert s["identityfile"] == ["~/.ssh/%h-%r"]          # as ssh -G prints it
+    assert expand_for_connect(s, s["identityfile"][0], **kw) == "/home/me/.ssh/w.example.com-bob"
+    assert expand_for_connect(s, "${KEYS}/%u@%L", **kw) == "/k/me@box"
+    assert expand_for_connect(s, s["proxycommand"], "proxy", **kw) == "nc w.example.com 2200"
+    assert expand_for_connect(s, "echo %T %n", "local", **kw) == "echo NONE web"
+    with pytest.raises(SSHConfigError):
+        expand_for_connect(s, "nc %u", "proxy", **kw)

@@ -28,11 +28,11 @@ from sshpipe.config._lexer import Line, lex
 from sshpipe.config._options import KEYWORDS, LIST_KEYS
 from sshpipe.config._patterns import PatternList
 from sshpipe.config._resolve import (
-    MAX_INCLUDE_DEPTH, Resolver, include_paths, local_context,
+    MAX_INCLUDE_DEPTH, Resolver, expand_for_connect, include_paths, local_context,
 )
 from sshpipe.errors import SSHConfigError
 
-__all__ = ["SSHConfig", "load", "loads", "dump", "dumps", "LIST_KEYS"]
+__all__ = ["SSHConfig", "load", "loads", "dump", "dumps", "LIST_KEYS", "expand_for_connect"]
 
 DEFAULT_PATH = "~/.ssh/config"
 

@@ -39,7 +39,8 @@ from sshpipe.config._options import (
 from sshpipe.config._patterns import PatternList, cidr_list_match, match_pattern
 from sshpipe.errors import SSHConfigError
 
-__all__ = ["Context", "Resolver", "MAX_INCLUDE_DEPTH", "local_context", "expand_tokens"]
+__all__ = ["Context", "Resolver", "MAX_INCLUDE_DEPTH", "local_context", "expand_tokens",
+           "expand_for_connect"]
 
 # OpenSSH's READCONF_MAX_DEPTH: an Include chain (or loop) deeper than this is
 # refused.  Same number, so that the same files are accepted.
@@ -151,6 +152,48 @@ def tilde_expand(name: str, home: str, local_user: Optional[str] = None) -> str:
             raise BadValue(f"tilde_expand: No such user {user}") from None
     sep = "" if home.endswith("/") else "/"
     return f"{home}{sep}{path or ''}"
+
+
+def expand_for_connect(settings: Mapping[str, object], value: str, kind: str = "path", *,
+                       local_user: Optional[str] = None, home: Optional[str] = None,
+                       local_hostname: Optional[str] = None,
+                       environ: Optional[Mapping[str, str]] = None) -> str:
+    """Expand a value the way ssh does when it connects (after ``ssh -G`` prints).
+
+    ``ssh -G`` shows IdentityFile, CertificateFile, ProxyCommand and
+    LocalCommand unexpanded, because ssh expands them only when it uses them.
+    ``kind`` picks the rules: ``"path"`` (IdentityFile, CertificateFile:
+    ``~``, all ``%`` tokens, ``${ENV}``), ``"proxy"`` (ProxyCommand: ``%h``
+    ``%n`` ``%p`` ``%r`` only) or ``"local"`` (LocalCommand: all tokens and
+    ``%T`` as "NONE").  ``settings`` is a :meth:`SSHConfig.resolve` result.
+    """
+    ctx = local_context(local_user, home, local_hostname, environ)
+    host = str(settings["hostname"])
+    port = str(settings["port"])
+    user = str(settings["user"])
+    host_arg = str(settings["host"])
+    if kind == "proxy":
+        tokens = {"h": host, "n": host_arg, "p": port, "r": user}
+        try:
+            return expand_tokens(value, tokens, None, "percent_expand")
+        except BadValue as exc:
+            raise SSHConfigError(f"ProxyCommand {value!r}: {exc}") from None
+    tokens = {
+        "C": hashlib.sha1((ctx.local_hostname + host + port + user).encode()).hexdigest(),
+        "L": ctx.local_hostname.split(".", 1)[0], "i": str(ctx.uid),
+        "k": str(settings.get("hostkeyalias") or host_arg), "l": ctx.local_hostname,
+        "n": host_arg, "p": port, "d": ctx.home, "h": host, "r": user, "u": ctx.local_user,
+    }
+    try:
+        if kind == "local":
+            tokens["T"] = "NONE"
+            return expand_tokens(value, tokens, None, "percent_expand")
+        if kind != "path":
+            raise ValueError(f"unknown kind {kind!r}")
+        return expand_tokens(tilde_expand(value, ctx.home, ctx.local_user), tokens, ctx.environ,
+                             "percent_dollar_expand")
+    except BadValue as exc:
+        raise SSHConfigError(f"{value!r}: {exc}") from None
 
 
 def _valid_hostname(s: str) -> bool:

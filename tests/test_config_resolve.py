@@ -115,6 +115,7 @@ def test_resolve_matches_ssh_G(oracle, scenario):
         assert got == want.values, (host, {k: (got.get(k), want.values.get(k))
                                            for k in set(got) | set(want.values)
                                            if got.get(k) != want.values.get(k)})
+        assert list(got) == list(want.values), "keys in ssh -G order"
 
 
 def test_oracle_sees_controlled_identity(oracle):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from sshpipe.config._compile import (
@@ -32,7 +33,8 @@ from sshpipe.config._resolve import (
 )
 from sshpipe.errors import SSHConfigError
 
-__all__ = ["SSHConfig", "load", "loads", "dump", "dumps", "LIST_KEYS", "expand_for_connect"]
+__all__ = ["SSHConfig", "load", "loads", "dump", "dumps", "LIST_KEYS", "expand_for_connect",
+           "write_atomic"]
 
 DEFAULT_PATH = "~/.ssh/config"
 
@@ -300,7 +302,10 @@ def dumps(config: SSHConfig) -> str:
 
 
 def dump(config: SSHConfig, path_or_file: PathOrFile) -> None:
-    """Write the config's text to a path or an open (text or binary) file."""
+    """Write the config's text to a path or an open (text or binary) file.
+
+    A path is replaced atomically (see :func:`write_atomic`), keeping its mode.
+    """
     text = str(config)
     if hasattr(path_or_file, "write"):
         if isinstance(path_or_file, (io.RawIOBase, io.BufferedIOBase)) or "b" in getattr(path_or_file, "mode", ""):
@@ -308,6 +313,29 @@ def dump(config: SSHConfig, path_or_file: PathOrFile) -> None:
         else:
             path_or_file.write(text)  # type: ignore[union-attr]
         return
-    path = os.path.expanduser(os.fspath(path_or_file))  # type: ignore[arg-type]
-    with open(path, "w", encoding=config.encoding, errors="surrogateescape", newline="") as f:
-        f.write(text)
+    write_atomic(os.fspath(path_or_file), text, config.encoding)  # type: ignore[arg-type]
+
+
+def write_atomic(path: str, text: str, encoding: str = "utf-8") -> None:
+    """Replace ``path`` with ``text`` atomically, keeping its permission bits."""
+    path = os.path.expanduser(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o600
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".sshpipe-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding=encoding, errors="surrogateescape", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

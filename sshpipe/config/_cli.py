@@ -11,12 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from typing import Any, Dict, List, Optional
 
 from sshpipe.errors import SSHConfigError
 
-__all__ = ["add_config_parser", "format_dump", "write_atomic"]
+__all__ = ["add_config_parser", "format_dump"]
 
 _DEFAULT = "~/.ssh/config"
 # one line per value in ssh -G; the other list keys print on one line
@@ -41,31 +40,6 @@ def format_dump(values: Dict[str, Any], only: Optional[str] = None) -> str:
         else:
             out.append(f"{name} {value}")
     return "".join(line + "\n" for line in out)
-
-
-def write_atomic(path: str, text: str, encoding: str = "utf-8") -> None:
-    """Replace ``path`` with ``text`` atomically, keeping its permission bits."""
-    path = os.path.expanduser(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        mode = os.stat(path).st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o600
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".sshpipe-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding=encoding, errors="surrogateescape", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _load(args: argparse.Namespace, missing_ok: bool = False):
@@ -111,6 +85,8 @@ def _cmd_dump(args: argparse.Namespace) -> int:
 
 
 def _save(config) -> None:
+    from sshpipe.config import write_atomic
+
     write_atomic(config.path, str(config), config.encoding)
 
 

@@ -16,6 +16,7 @@ The event connection is shared by the three threads under ``events_lock``.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import socket
 import threading
@@ -64,8 +65,12 @@ class ChildSession:
 
     # -- events to the caller ---------------------------------------------
     def emit(self, data: bytes) -> None:
+        """Write whole frames to the caller; the lock keeps pieces from interleaving."""
         with self.events_lock:
-            self.events.send_bytes(data)
+            view = memoryview(data)
+            fd = self.events.fileno()
+            while view:
+                view = view[os.write(fd, view):]
 
     def broken(self, error: BaseException) -> int:
         try:
@@ -297,34 +302,35 @@ class ChildSession:
                 return
 
     def _write_requests(self) -> None:
-        """Writer thread: caller frames to the channel, batched; PING when idle."""
-        requests = self.requests
-        channel = self.channel
+        """Writer thread: caller frames to the channel, as many as are waiting in one
+        piece; PING when the caller is idle; CLOSE ends the agent's input."""
+        fd = self.requests.fileno()
+        reader = protocol.FrameReader(self.pipe._max_frame + 64)
+        buffer = bytearray(BATCH_BYTES)
+        view = memoryview(buffer)
         try:
             while not self.closing.is_set():
-                if not requests.poll(self.heartbeat):
+                if not self.requests.poll(self.heartbeat):
                     self._send(protocol.encode(FrameKind.PING))
                     continue
-                batch = [requests.recv_bytes()]
-                size = len(batch[0])
-                while size < BATCH_BYTES and requests.poll(0):
-                    batch.append(requests.recv_bytes())
-                    size += len(batch[-1])
-                close_at = next((i for i, frame in enumerate(batch)
-                                 if frame[:1] == _CLOSE_KIND), None)
+                count = os.readv(fd, [buffer])
+                if not count:
+                    raise EOFError
+                piece, spans = reader.cut(view[:count])
+                close_at = next((start for kind, start, _ in spans
+                                 if kind == FrameKind.CLOSE), None)
                 if close_at is not None:
-                    del batch[close_at:]
-                if batch:
-                    self._send(batch[0] if len(batch) == 1 else b"".join(batch))
-                if close_at is not None:
-                    # End of input for the agent: it finishes and exits.
-                    channel.shutdown_write()
+                    # Forward what came before CLOSE, then end the agent's input.
+                    self._send(piece[:close_at - 5])
+                    self.channel.shutdown_write()
                     return
+                if piece:
+                    self._send(piece)
         except EOFError:
             # The caller is gone: end the session so the agent ends too.
-            channel.close()
-        except OSError:
-            return
+            self.channel.close()
+        except (OSError, ProtocolError):
+            self.channel.close()
 
 
 def _json(host: str, kind: FrameKind, payload: bytes) -> Any:

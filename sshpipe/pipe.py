@@ -121,6 +121,13 @@ def _make_response(values, unhandled, errors, reason) -> Response:
     return Response(*values, unhandled=unhandled, errors=errors, reason=reason)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to a blocking pipe (large writes may be partial)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def _widen_pipe(fd: int) -> None:
     """Give an OS pipe a 1 MiB buffer (Linux), so a large message crosses between
     the caller and its child in a few wake-ups instead of one per 64 KiB."""
@@ -236,7 +243,10 @@ class SSHPipe(multiprocessing.Process):
         self._heartbeat = heartbeat
         self._max_frame = max_frame
         self._log_level = logging.NOTSET
-        # Connections: requests caller -> child, events child -> caller.
+        # OS pipes: requests caller -> child, events child -> caller. They are made
+        # as multiprocessing connections only so that spawn/forkserver can hand them
+        # to the child; both ends read and write the fds directly with sshpipe's
+        # own framing, so a burst of frames crosses in one read.
         self._request_reader, self._request_writer = multiprocessing.Pipe(duplex=False)
         self._event_reader, self._event_writer = multiprocessing.Pipe(duplex=False)
         for connection in (self._request_writer, self._event_writer):
@@ -247,6 +257,7 @@ class SSHPipe(multiprocessing.Process):
     # child under spawn/forkserver (locks, threads, user callbacks).
     _CALLER_ONLY = ("_cond", "_send_lock", "_events_thread", "_replies", "callback", "logger",
                     "handler", "_handler_call", "_reader_lock", "_event_frames", "_events_done",
+                    "_event_buffer", "_event_view",
                     "_state", "_hello", "_sent_seq", "_acked_seq", "_errors", "_stdout",
                     "_stderr", "_done", "_broken_error", "_term_sent", "_callback_called",
                     "_request_writer", "_event_reader")
@@ -271,6 +282,8 @@ class SSHPipe(multiprocessing.Process):
         # a thread in recv() that reads for itself (one thread hop less per reply).
         self._reader_lock = threading.Lock()
         self._event_frames = protocol.FrameReader(self._max_frame + 64)
+        self._event_buffer = bytearray(_PIPE_BUFFER)
+        self._event_view = memoryview(self._event_buffer)
         self._events_done = False
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -427,7 +440,7 @@ class SSHPipe(multiprocessing.Process):
                 self._sent_seq += 1
                 seq = self._sent_seq
             try:
-                self._request_writer.send_bytes(protocol.encode_data(seq, payload))
+                _write_all(self._request_writer.fileno(), protocol.encode_data(seq, payload))
             except OSError as exc:
                 raise PipeBroken(f"{self.host}: the pipe's child process is gone "
                                  f"(message {seq} not sent)") from exc
@@ -587,7 +600,7 @@ class SSHPipe(multiprocessing.Process):
     def _request_close(self) -> None:
         try:
             with self._send_lock:
-                self._request_writer.send_bytes(protocol.encode(FrameKind.CLOSE))
+                _write_all(self._request_writer.fileno(), protocol.encode(FrameKind.CLOSE))
         except OSError:
             pass
 
@@ -624,11 +637,13 @@ class SSHPipe(multiprocessing.Process):
         try:
             if not connection.poll(timeout):
                 return
-            data = connection.recv_bytes()
+            count = os.readv(connection.fileno(), [self._event_buffer])
         except (EOFError, OSError):
+            count = 0
+        if not count:
             self._events_done = True
             return
-        for frame in self._event_frames.feed(data):
+        for frame in self._event_frames.feed(self._event_view[:count]):
             if self._on_event(frame):
                 self._events_done = True
                 return

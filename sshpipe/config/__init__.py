@@ -28,9 +28,8 @@ from sshpipe.config._compile import (
 from sshpipe.config._lexer import Line, lex
 from sshpipe.config._options import KEYWORDS, LIST_KEYS
 from sshpipe.config._patterns import PatternList
-from sshpipe.config._resolve import (
-    MAX_INCLUDE_DEPTH, Resolver, expand_for_connect, include_paths, local_context,
-)
+from sshpipe.config._resolve import MAX_INCLUDE_DEPTH, Resolver, include_paths
+from sshpipe.config._tokens import expand_for_connect, local_context
 from sshpipe.errors import SSHConfigError
 
 __all__ = ["SSHConfig", "load", "loads", "dump", "dumps", "LIST_KEYS", "expand_for_connect",

@@ -92,6 +92,9 @@ KILL_GRACE = 2.0
 # BATCH_DEPTH at a time; longer ones one at a time, so none waits behind another.
 SHORT_TASK = 0.002
 BATCH_DEPTH = 16
+# Longest a result waits in the agent for others to share its frame, while more
+# tasks are out (a lone result is sent at once).
+COALESCE = 0.001
 # How often a worker's control thread looks at the running task's deadline.
 DEADLINE_POLL = 0.05
 # Exit status of a worker that ended itself for a cancel or a timeout.
@@ -205,6 +208,7 @@ class _Pool:
         # Cancels that arrived before their task: the task is dropped on arrival.
         self.cancelled_early: Set[int] = set()
         self.events: List[tuple] = []
+        self.events_since = 0.0   # when the oldest unsent event was made
         self.boot_failures = 0
         # Moving average of task run times: short tasks are handed over in batches.
         self.run_time = 1.0
@@ -216,6 +220,11 @@ class _Pool:
     def take_events(self) -> List[tuple]:
         events, self.events = self.events, []
         return events
+
+    def add_event(self, event: tuple) -> None:
+        if not self.events:
+            self.events_since = time.monotonic()
+        self.events.append(event)
 
     # -- workers ----------------------------------------------------------
     def _start_worker(self, index: int) -> None:
@@ -258,11 +267,20 @@ class _Pool:
                 # The caller hears "ready" once every worker booted: its first tasks
                 # do not wait for interpreters to start.
                 announced = True
-                self.events.append(("ready", {"slots": self.slots, "pid": os.getpid(),
+                self.add_event(("ready", {"slots": self.slots, "pid": os.getpid(),
                                               "cpus": os.cpu_count(),
                                               "python": sys.version.split()[0]}))
-            self.agent._flush_replies(self.take_events())
-            ready = self.selector.select(self._next_timeout())
+            timeout = self._next_timeout()
+            if self.events:
+                # Results of short tasks are coalesced for up to COALESCE while other
+                # tasks are still out: one frame carries many. A lone result (or a
+                # "ready") goes at once.
+                wait = self.events_since + COALESCE - time.monotonic()
+                if wait <= 0 or not (self.queue or any(w.assigned for w in self._live())):
+                    self.agent._flush_replies(self.take_events())
+                else:
+                    timeout = wait if timeout is None else min(timeout, wait)
+            ready = self.selector.select(timeout)
             for key, _ in ready:
                 worker = key.data
                 if worker is None:
@@ -307,7 +325,7 @@ class _Pool:
                 for tid, fn_payload, args_payload, timeout in message[1]:
                     if tid in self.cancelled_early:
                         self.cancelled_early.discard(tid)
-                        self.events.append(("cancelled", tid))
+                        self.add_event(("cancelled", tid))
                         continue
                     self.queue.append((tid, fn_payload, args_payload, timeout))
                     self.queued.add(tid)
@@ -322,7 +340,7 @@ class _Pool:
         if tid in self.queued:
             self.queued.discard(tid)
             self.queue = deque(item for item in self.queue if item[0] != tid)
-            self.events.append(("cancelled", tid))
+            self.add_event(("cancelled", tid))
             return
         worker = self._by_tid(tid)
         if worker is None:
@@ -379,7 +397,7 @@ class _Pool:
             return
         # The caller must know a task started before it can start: see the
         # module docstring.
-        self.events.append(("started", [task[0] for batch in handed.values() for task in batch]))
+        self.add_event(("started", [task[0] for batch in handed.values() for task in batch]))
         self.agent._flush_replies(self.take_events())
         now = time.monotonic()
         for index, batch in handed.items():
@@ -407,11 +425,11 @@ class _Pool:
                 _, tid, ok, payload, tb, seconds = message
                 if self._forget(worker, tid):
                     self.run_time = self.run_time * 0.9 + seconds * 0.1
-                    self.events.append(("done", tid, ok, payload, tb,
+                    self.add_event(("done", tid, ok, payload, tb,
                                         self._records(worker, tid), seconds))
             elif kind == "dropped":  # cancelled while it waited in the worker
                 if self._forget(worker, message[1]):
-                    self.events.append(("cancelled", message[1]))
+                    self.add_event(("cancelled", message[1]))
             elif kind == "ending":   # it ends itself: that task was cancelled or timed out
                 worker.ending = (message[1], message[2])
             elif kind == "ready":
@@ -467,12 +485,12 @@ class _Pool:
             tid = worker.assigned.popleft()
             ending_tid, reason = worker.ending or (None, None)
             if ending_tid == tid and reason == "cancelled":
-                self.events.append(("cancelled", tid))
+                self.add_event(("cancelled", tid))
             elif ending_tid == tid and reason == "timeout":
-                self.events.append(("timeout", tid, worker.pending[tid][3],
+                self.add_event(("timeout", tid, worker.pending[tid][3],
                                     self._records(worker, tid)))
             else:
-                self.events.append(("died", tid, worker.process.returncode,
+                self.add_event(("died", tid, worker.process.returncode,
                                     self._records(worker, tid)))
             for waiting in reversed(worker.assigned):
                 self.queue.appendleft(self._requeue_entry(worker, waiting))

@@ -445,6 +445,7 @@ class SSHExecutor(Executor):
     # -- replies ------------------------------------------------------------
     def _on_events(self, host: _Host, events: List[tuple]) -> None:
         resolved: List[Tuple[_WorkItem, str, tuple]] = []
+        run_times: List[float] = []
         with self._lock:
             for event in events:
                 kind = event[0]
@@ -464,14 +465,21 @@ class SSHExecutor(Executor):
                         if item is not None:
                             item.started = True
                 else:
-                    if kind == "done" and self.prefetch is None:
-                        self._tune_prefetch(host, event[6])
+                    if kind == "done":
+                        run_times.append(event[6])
                     item = self._scheduler.release(host.name, event[1])
                     if item is not None:
                         item.host = None
                         resolved.append((item, kind, event))
+            if run_times and self.prefetch is None:
+                self._tune_prefetch(host, sum(run_times) / len(run_times))
         for item, kind, event in resolved:
-            self._settle(host, item, kind, event)
+            self._settle(host, item, kind, event, forget=False)
+        with self._lock:
+            for item, _, _ in resolved:
+                self._items.pop(item.tid, None)
+            if not self._items:
+                self._idle.notify_all()
         self._pump()
 
     def _tune_prefetch(self, host: _Host, seconds: float) -> None:
@@ -485,8 +493,10 @@ class SSHExecutor(Executor):
         if slots is not None:
             slots.capacity = slots.slots * (1 + per_slot)
 
-    def _settle(self, host: _Host, item: _WorkItem, kind: str, event: tuple) -> None:
-        """Resolve a future from its host's event (outside the lock)."""
+    def _settle(self, host: _Host, item: _WorkItem, kind: str, event: tuple,
+                forget: bool = True) -> None:
+        """Resolve a future from its host's event (outside the lock); ``forget``:
+        drop the item from the unresolved ones too (else the caller does)."""
         future = item.future
         if kind == "done":
             _, tid, ok, payload, tb, records, _seconds = event
@@ -497,47 +507,47 @@ class SSHExecutor(Executor):
                 error = SSHPipeError(f"{host.name}: the {'result' if ok else 'exception'} of task "
                                      f"{tid} ({item.task.name}) could not be loaded: {exc!r}")
                 error.__cause__ = exc
-                self._resolve(item, error=error)
+                self._resolve(item, error=error, forget=forget)
                 return
             if ok:
-                self._resolve(item, result=value)
+                self._resolve(item, result=value, forget=forget)
             else:
                 if tb:
                     value.__cause__ = RemoteTraceback(f'\n"""\n[on {host.name}] {tb}"""')
-                self._resolve(item, error=value)
+                self._resolve(item, error=value, forget=forget)
         elif kind == "cancelled":
             # Cancelled by us (the future is already done) or dropped on arrival.
             if not future.done():
                 future.cancel()
-            self._forget(item)
+            if forget:
+                self._forget(item)
         elif kind == "timeout":
             seconds, records = event[2], event[3]
             future.logs = [logging.makeLogRecord(r) for r in records]
             self._resolve(item, error=TaskTimeoutError(
                 f"{host.name}: task {item.tid} ({item.task.name}) ran past its timeout of "
-                f"{seconds:g} s; its worker process was ended", host.name, seconds))
+                f"{seconds:g} s; its worker process was ended", host.name, seconds), forget=forget)
         elif kind == "died":
             exitcode, records = event[2], event[3]
             future.logs = [logging.makeLogRecord(r) for r in records]
             self._resolve(item, error=WorkerDiedError(
                 f"{host.name}: the worker process running task {item.tid} ({item.task.name}) "
-                f"died (exit code {exitcode})", host.name, exitcode))
+                f"died (exit code {exitcode})", host.name, exitcode), forget=forget)
 
     def _resolve(self, item: _WorkItem, result: Any = None,
-                 error: Optional[BaseException] = None) -> None:
+                 error: Optional[BaseException] = None, forget: bool = True) -> None:
         future = item.future
         try:
-            if not item.running and not future.set_running_or_notify_cancel():
-                self._forget(item)
-                return
-            item.running = True
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
+            if item.running or future.set_running_or_notify_cancel():
+                item.running = True
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
         except InvalidStateError:
             pass  # cancelled while its result was on the way
-        self._forget(item)
+        if forget:
+            self._forget(item)
 
     def _forget(self, item: _WorkItem) -> None:
         with self._lock:

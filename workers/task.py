@@ -16,6 +16,7 @@ worker unpickles it once (it caches recent callables by payload).
 """
 from __future__ import annotations
 
+import types
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from sshpipe import serial
@@ -41,8 +42,8 @@ class Task:
     def __init__(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any):
         if not callable(fn):
             raise TypeError(f"a task needs a callable, not {type(fn).__name__}")
-        self.fn_payload = serial.dumps(fn)
-        self.args_payload = serial.dumps((args, kwargs))
+        self.fn_payload = _fn_payload(fn)
+        self.args_payload = serial.dumps((args, kwargs)) if args or kwargs else _NO_ARGUMENTS
         self.name = getattr(fn, "__qualname__", None) or type(fn).__name__
         self.timeout: Optional[float] = None
         self.retries: Optional[int] = None
@@ -92,6 +93,34 @@ class Task:
         extra = "".join(f" {key}={getattr(self, key)!r}" for key in ("timeout", "retries", "host")
                         if getattr(self, key) is not None)
         return f"<Task {self.name}{extra} {len(self.fn_payload) + len(self.args_payload)} bytes>"
+
+
+_NO_ARGUMENTS = serial.dumps(((), {}))
+# Payloads of callables pickled by reference (a module-level function, a builtin, a
+# class): they depend on the name alone, so a task submitted in a loop reuses one.
+# Anything carried by value (dill) is serialized again each time, since a closure's
+# variables may change between two tasks.
+_BY_NAME: Dict[Any, bytes] = {}
+_BY_NAME_SIZE = 256
+_NAMED_TYPES = (types.FunctionType, types.BuiltinFunctionType, type)
+
+
+def _fn_payload(fn: Callable[..., Any]) -> bytes:
+    cacheable = type(fn) in _NAMED_TYPES or isinstance(fn, type)
+    if cacheable:
+        try:
+            return _BY_NAME[fn]
+        except (KeyError, TypeError):
+            pass
+    payload = serial.dumps(fn)
+    if cacheable and b"dill" not in payload:
+        if len(_BY_NAME) >= _BY_NAME_SIZE:
+            _BY_NAME.clear()
+        try:
+            _BY_NAME[fn] = payload
+        except TypeError:  # unhashable
+            pass
+    return payload
 
 
 def load_call(fn_payload: bytes, args_payload: bytes,

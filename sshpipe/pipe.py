@@ -41,6 +41,7 @@ import pickle
 import shlex
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -119,6 +120,11 @@ class Response(tuple):
 
 def _make_response(values, unhandled, errors, reason) -> Response:
     return Response(*values, unhandled=unhandled, errors=errors, reason=reason)
+
+
+# Every SSHPipe made in this process, so that a forked child can close the pipe
+# ends of the others (weak: a pipe that is gone is dropped by itself).
+_PIPES_IN_THIS_PROCESS: "weakref.WeakSet[SSHPipe]" = weakref.WeakSet()
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -252,6 +258,7 @@ class SSHPipe(multiprocessing.Process):
         for connection in (self._request_writer, self._event_writer):
             _widen_pipe(connection.fileno())
         self._init_caller_state()
+        _PIPES_IN_THIS_PROCESS.add(self)
 
     # Attributes that exist only in the caller's process and never travel to the
     # child under spawn/forkserver (locks, threads, user callbacks).
@@ -259,7 +266,7 @@ class SSHPipe(multiprocessing.Process):
                     "handler", "_handler_call", "_reader_lock", "_event_frames", "_events_done",
                     "_event_buffer", "_event_view",
                     "_state", "_hello", "_sent_seq", "_acked_seq", "_errors", "_stdout",
-                    "_stderr", "_done", "_broken_error", "_term_sent", "_callback_called",
+                    "_stderr", "_done", "_broken_error", "_term_sent", "_callback_called", "_close_seq",
                     "_request_writer", "_event_reader")
 
     def _init_caller_state(self) -> None:
@@ -277,6 +284,7 @@ class SSHPipe(multiprocessing.Process):
         self._done: Optional[Dict[str, Any]] = None
         self._broken_error: Optional[BaseException] = None
         self._term_sent = False
+        self._close_seq = 0  # the term message close() sent on its own, if any
         self._callback_called = False
         # Whoever holds this lock reads the event connection: the events thread, or
         # a thread in recv() that reads for itself (one thread hop less per reply).
@@ -388,6 +396,16 @@ class SSHPipe(multiprocessing.Process):
         else:
             self._launch = ("script", b"", self._script_argv)
 
+    def _close_inherited_ends(self) -> None:
+        """In another pipe's forked child: drop this pipe's four pipe ends."""
+        for end in ("_request_reader", "_request_writer", "_event_reader", "_event_writer"):
+            connection = self.__dict__.get(end)
+            if connection is not None:
+                try:
+                    connection.close()
+                except OSError:
+                    pass
+
     def _abort(self) -> None:
         """End the child at once (it closes the channel as it dies)."""
         if self.is_alive():
@@ -419,7 +437,13 @@ class SSHPipe(multiprocessing.Process):
         """Send an already serialized object (``dill.dumps``/``pickle.dumps``
         output): the handler receives the object. Serialize once, send to many."""
         payload = bytes(payload)
+        if len(payload) < 64 and payload in self._term_payloads():
+            self._term_sent = True
         return self._send_payload(payload, serial.carries_code(payload), timeout)
+
+    def _term_payloads(self) -> frozenset:
+        return frozenset(serial.dumps(message) for message in
+                         (self.term_message, *SSHPipeHandler.TERM_MESSAGES))
 
     def _send_payload(self, payload: bytes, has_code: bool, timeout: Optional[float]) -> int:
         remote_python = self._hello.get("python")
@@ -556,9 +580,10 @@ class SSHPipe(multiprocessing.Process):
 
     def _response_locked(self) -> Response:
         done = self._done or {}
+        unhandled = [seq for seq in range(self._acked_seq + 1, self._sent_seq + 1)
+                     if seq != self._close_seq]
         return Response(done.get("exitcode"), self._decode(self._stdout),
-                        self._decode(self._stderr),
-                        unhandled=range(self._acked_seq + 1, self._sent_seq + 1),
+                        self._decode(self._stderr), unhandled=unhandled,
                         errors=self._errors, reason=done.get("reason", ""))
 
     def close(self, msg: Any = None, timeout: Optional[float] = None) -> Response:
@@ -577,7 +602,9 @@ class SSHPipe(multiprocessing.Process):
                 return self._response_locked()
         if state is PipeState.RUNNING and (msg is not None or not self._term_sent):
             try:
-                self.send(msg if msg is not None else self.term_message, timeout=timeout)
+                # Not the caller's message: it is left out of Response.unhandled.
+                self._close_seq = self.send(msg if msg is not None else self.term_message,
+                                            timeout=timeout)
             except (PipeClosed, PipeBroken, TimeoutError):
                 pass
         with self._cond:
@@ -618,8 +645,12 @@ class SSHPipe(multiprocessing.Process):
             self.start()
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc_info: Any) -> None:
+        try:
+            self.close()
+        except PipeBroken:
+            if exc_type is None:
+                raise  # otherwise the exception already propagating says more
 
     # -- caller: events thread --------------------------------------------
     def _decode(self, data: bytes) -> str:
@@ -776,11 +807,15 @@ class SSHPipe(multiprocessing.Process):
     def run(self) -> None:
         """The child: own the SSH connection and pump frames both ways."""
         # Under fork the caller's ends are copies here; close them so the child sees
-        # EOF when the caller goes away (and the caller when the child does).
+        # EOF when the caller goes away. Close every other pipe's ends as well: a
+        # copy held here would keep that pipe's caller from seeing its own child die.
         for end in ("_request_writer", "_event_reader"):
             connection = self.__dict__.get(end)
             if connection is not None:
                 connection.close()
+        for other in list(_PIPES_IN_THIS_PROCESS):
+            if other is not self:
+                other._close_inherited_ends()
         from sshpipe._child import ChildSession
 
         raise SystemExit(ChildSession(self).run())

@@ -287,12 +287,7 @@ def test_killed_pipe_child_is_lost_with_cause_under_spawn(sshd, spawn_method):
     assert isinstance(results["p0"], PipeBroken) and results["p1"].exitcode == 0
 
 
-# -- core bug found while building SSHMultiPipe -------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "core (sshpipe/pipe.py): under the fork start method a pipe's child inherits the "
-    "caller's ends of every other pipe that exists when it forks (SSHPipe.__init__ makes "
-    "them; run() closes only its own), so a sibling child's death gives no EOF to that "
-    "sibling's events thread: the pipe stays RUNNING until the other child exits"))
+# -- core bugs found while building SSHMultiPipe (fixed in sshpipe/pipe.py) ----
 def test_pipe_child_death_seen_while_sibling_pipe_runs(sshd):
     """Killing one pipe's child breaks that pipe even while another pipe runs (fork)."""
     previous = multiprocessing.get_start_method(allow_none=True)
@@ -308,13 +303,10 @@ def test_pipe_child_death_seen_while_sibling_pipe_runs(sshd):
     finally:
         multiprocessing.set_start_method(previous, force=True)
         first.close(timeout=10)
+    with pytest.raises(PipeBroken):
         second.close(timeout=10)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core (sshpipe/pipe.py): close() sends its own term message unless send() saw one; a "
-    "term message sent with send_bytes() (or an agent already ending) makes that second "
-    "term message show up in Response.unhandled although the caller never sent it"))
 def test_close_after_term_sent_with_send_bytes_reports_nothing_unhandled(sshd):
     """A term message sent as bytes ends the agent; close() adds no unhandled message."""
     pipe = SSHPipe(sshd.alias, ECHO, config=sshd.config_path, python=sshd.python)

@@ -128,9 +128,13 @@ def test_agent_exits_inside_a_hook(sshd, method, hook, how, status):
     # Nothing that was not handled may be missing from unhandled (a handled message
     # listed there too is the overlap covered by the xfail test below).
     assert set(expected_unhandled) <= set(outcome.unhandled)
-    assert replies == {"atstart": [], "handle": [0, 1, 2], "atexit": [0, 1, 2]}[hook]
-    check_accounting(seqs, [s for s in seqs if s not in expected_unhandled],
-                     outcome.unhandled)
+    # os._exit loses the agent's unflushed output, so replies may be missing; those
+    # messages must then be listed unhandled.
+    replied = [seqs[n] for n in replies]
+    assert replies == list(range(len(replies))) and len(replies) <= 3
+    if hook == "atstart":
+        assert replies == []
+    check_accounting(seqs, replied, outcome.unhandled)
     assert seconds < BOUND
 
 
@@ -149,11 +153,12 @@ def test_handled_messages_are_not_reported_unhandled_issue_8(sshd, hook):
     pipe = make_pipe(sshd, command=[sshd.python, FAULT_AGENT, fault])
     pipe.start()
     seqs = [pipe.send(n) for n in range(3)]
+    # While the handler sleeps, the agent's ticker flushes the three replies.
+    seqs.append(pipe.send(("cmd", "sleep", 0.5)))
     last = pipe.send(("cmd", "exit", "os_exit", 13) if hook == "handle" else "TERM")
     seconds, outcome = _settle(pipe)
     assert drain(pipe) == [0, 1, 2]
     assert list(outcome.unhandled) == ([last] if hook == "handle" else [])
-    del seqs
 
 
 @pytest.mark.xfail(strict=True, reason=(

@@ -58,16 +58,17 @@ import json
 import logging
 import os
 import pickle
+import select
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 import traceback
 from collections import deque
-from multiprocessing.connection import Connection
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 from sshpipe import serial
@@ -172,6 +173,54 @@ class WorkerAgent(SSHPipeHandler):
             writer.flush()
 
 
+class _Link:
+    """Pickled messages over a socket, each behind a 4-byte length.
+
+    One ``receive()`` takes everything that has arrived (one system call for a
+    burst of results), which ``multiprocessing.connection.Connection`` would read
+    with two calls per message. Both the agent and its workers use it.
+    """
+
+    _HEADER = struct.Struct("!I")
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self._buffer = bytearray()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, message: Any) -> None:
+        data = pickle.dumps(message, protocol=serial.PROTOCOL)
+        self.sock.sendall(self._HEADER.pack(len(data)) + data)
+
+    def poll(self, timeout: Optional[float]) -> bool:
+        return bool(select.select([self.sock], [], [], timeout)[0])
+
+    def receive(self) -> Optional[List[Any]]:
+        """The messages that have arrived (waits for one read); None at the end."""
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            return None
+        buffer = self._buffer
+        buffer += chunk
+        messages = []
+        offset = 0
+        header = self._HEADER
+        while len(buffer) - offset >= header.size:
+            (size,) = header.unpack_from(buffer, offset)
+            end = offset + header.size + size
+            if end > len(buffer):
+                break
+            messages.append(pickle.loads(memoryview(buffer)[offset + header.size:end]))
+            offset = end
+        del buffer[:offset]
+        return messages
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class _Worker:
     """One worker process and the tasks handed to it, in order (pool thread only)."""
 
@@ -181,7 +230,7 @@ class _Worker:
     def __init__(self, index: int, process: Any, conn: Any):
         self.index = index
         self.process = process
-        self.conn = conn            # the agent's end of a socket pair
+        self.conn: _Link = conn     # the agent's end of a socket pair
         # Task ids handed over and not yet reported, in the order the worker runs
         # them: the first is running (or about to), the others wait in the worker.
         self.assigned: Deque[int] = deque()
@@ -236,7 +285,7 @@ class _Pool:
                 [sys.executable, "-c", _WORKER_BOOT, str(theirs.fileno()), str(self.log_level),
                  str(index), json.dumps(sys.path)],
                 stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), close_fds=True)
-        worker = _Worker(index, process, Connection(mine.detach()))
+        worker = _Worker(index, process, _Link(mine))
         self.workers[index] = worker
         self.selector.register(worker.conn.fileno(), selectors.EVENT_READ, worker)
 
@@ -251,7 +300,7 @@ class _Pool:
 
     def _send(self, worker: _Worker, message: tuple) -> None:
         try:
-            worker.conn.send_bytes(pickle.dumps(message, protocol=serial.PROTOCOL))
+            worker.conn.send(message)
         except OSError:
             pass  # it died: the end of its connection reports its tasks
 
@@ -411,13 +460,13 @@ class _Pool:
 
     def _read_worker(self, worker: _Worker) -> bool:
         """Take what the worker sent; False once its connection ended (it died)."""
-        while True:
-            try:
-                if not worker.conn.poll():
-                    return True
-                message = pickle.loads(worker.conn.recv_bytes())
-            except (EOFError, OSError):
-                return False
+        try:
+            messages = worker.conn.receive()
+        except OSError:
+            messages = None
+        if messages is None:
+            return False
+        for message in messages:
             kind = message[0]
             if kind == "log":
                 self._on_record(worker, message[1], message[2])
@@ -426,7 +475,7 @@ class _Pool:
                 if self._forget(worker, tid):
                     self.run_time = self.run_time * 0.9 + seconds * 0.1
                     self.add_event(("done", tid, ok, payload, tb,
-                                        self._records(worker, tid), seconds))
+                                    self._records(worker, tid), seconds))
             elif kind == "dropped":  # cancelled while it waited in the worker
                 if self._forget(worker, message[1]):
                     self.add_event(("cancelled", message[1]))
@@ -434,6 +483,7 @@ class _Pool:
                 worker.ending = (message[1], message[2])
             elif kind == "ready":
                 worker.ready = True
+        return True
 
     def _forget(self, worker: _Worker, tid: int) -> bool:
         if tid not in worker.pending:
@@ -575,9 +625,8 @@ class _TaskQueue:
         self.deadline: Optional[float] = None
 
     def send(self, message: tuple) -> None:
-        data = pickle.dumps(message, protocol=serial.PROTOCOL)
         with self.send_lock:
-            self.conn.send_bytes(data)
+            self.conn.send(message)
 
     def next_task(self) -> tuple:
         with self.state:
@@ -604,15 +653,18 @@ class _TaskQueue:
                 if not self.conn.poll(wait):
                     self._check_deadline()
                     continue
-                message = pickle.loads(self.conn.recv_bytes())
-            except (EOFError, OSError):
+                messages = self.conn.receive()
+            except OSError:
+                messages = None
+            if messages is None:
                 os._exit(0)  # the agent closed the connection: stop, even mid-task
-            if message[0] == "run":
-                with self.state:
-                    self.queue.extend(message[1])
-                    self.state.notify()
-            elif message[0] == "cancel":
-                self._cancel(message[1])
+            for message in messages:
+                if message[0] == "run":
+                    with self.state:
+                        self.queue.extend(message[1])
+                        self.state.notify()
+                elif message[0] == "cancel":
+                    self._cancel(message[1])
 
     def _cancel(self, tid: int) -> None:
         with self.state:
@@ -673,9 +725,10 @@ def _exception_payload(exc: BaseException) -> bytes:
 _WORKER_BOOT = (
     "import json, sys\n"
     "sys.path[:] = json.loads(sys.argv[4])\n"
-    "from multiprocessing.connection import Connection\n"
-    "from workers.agent import worker_main\n"
-    "worker_main(Connection(int(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3]))\n"
+    "import socket\n"
+    "from workers.agent import _Link, worker_main\n"
+    "worker_main(_Link(socket.socket(fileno=int(sys.argv[1]))), int(sys.argv[2]),"
+    " int(sys.argv[3]))\n"
 )
 
 

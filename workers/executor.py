@@ -557,22 +557,29 @@ class SSHExecutor(Executor):
     # -- dispatch -----------------------------------------------------------
     def _pump(self) -> None:
         """Hand waiting items to hosts with room; send them, one message per host."""
-        batches: Dict[str, List[_WorkItem]] = {}
         with self._lock:
-            for host_name, tid, item in self._scheduler.assign():
-                if not item.running:
-                    if not item.future.set_running_or_notify_cancel():
-                        self._scheduler.release(host_name, tid)
-                        self._items.pop(tid, None)
-                        if not self._items:
-                            self._idle.notify_all()
-                        continue
-                    item.running = True
-                    item.future._stop_remote = self._stop_remote
-                item.host = host_name
-                item.future.host = host_name
-                item.future.hosts.append(host_name)
-                batches.setdefault(host_name, []).append(item)
+            batches = self._assign_locked()
+        self._post(batches)
+
+    def _assign_locked(self) -> Dict[str, List[_WorkItem]]:
+        batches: Dict[str, List[_WorkItem]] = {}
+        for host_name, tid, item in self._scheduler.assign():
+            if not item.running:
+                if not item.future.set_running_or_notify_cancel():
+                    self._scheduler.release(host_name, tid)
+                    self._items.pop(tid, None)
+                    if not self._items:
+                        self._idle.notify_all()
+                    continue
+                item.running = True
+                item.future._stop_remote = self._stop_remote
+            item.host = host_name
+            item.future.host = host_name
+            item.future.hosts.append(host_name)
+            batches.setdefault(host_name, []).append(item)
+        return batches
+
+    def _post(self, batches: Dict[str, List[_WorkItem]]) -> None:
         for host_name, items in batches.items():
             host = self._hosts[host_name]
             with host.out_cond:
@@ -684,9 +691,10 @@ class SSHExecutor(Executor):
                     failed.append((item, self._lost_error(host, item, host.error)))
                     continue
                 self._scheduler.push(tid, item, host=task.host)
+            batches = self._assign_locked()
         for item, error in failed:
             self._resolve(item, error=error)
-        self._pump()
+        self._post(batches)
         return futures
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],

@@ -1,0 +1,199 @@
+"""Connection faults: sshd killed under a live pipe, a namespace host's link cut (a
+dead peer only heartbeats reveal) and restored, refused, unknown and blackholed hosts."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from faultkit import (BOUND, DEAD_BOUND, SLACK, alive, check_accounting, drain, make_pipe,
+                      record, unhandled_in, wait_gone)
+from sshpipe import (ConnectError, ConnectTimeout, PipeBroken, PipeClosed, PipeState,
+                     SSHPipe)
+from sshpipe.testing import LocalSSHServer, descendants, free_port
+
+
+def _sshd_pids(server: LocalSSHServer):
+    """The listener and its per-connection sshd processes (not the agent)."""
+    pids = [server.pid]
+    for pid in descendants(server.pid):
+        try:
+            with open(f"/proc/{pid}/comm") as comm:
+                if comm.read().strip() == "sshd":
+                    pids.append(pid)
+        except OSError:
+            pass
+    return pids
+
+
+def _stream(pipe, count, start=0):
+    return {pipe.send(("cmd", "slow_echo", n, 0.01)): n for n in range(start, start + count)}
+
+
+def _outcome(pipe, timeout=30.0):
+    started = time.monotonic()
+    try:
+        result = pipe.response(timeout=timeout)
+    except PipeBroken as exc:
+        result = exc
+    return time.monotonic() - started, result
+
+
+def _kill_sshd_mid_stream():
+    """Stream into a pipe, SIGKILL its sshd; return (seconds to detect, outcome, sent,
+    replied seqs, acked seqs, seconds until the agent was gone)."""
+    with LocalSSHServer(alias="doomed") as server:
+        pipe = make_pipe(server)
+        pipe.start()
+        agent = pipe.remote_info["pid"]
+        sent = _stream(pipe, 100)
+        assert pipe.recv(timeout=10) == 0
+        for pid in _sshd_pids(server):
+            os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        _, outcome = _outcome(pipe)
+        seconds = time.monotonic() - killed
+        replies = [0] + drain(pipe)
+        wait_gone([agent], BOUND)
+        agent_gone = time.monotonic() - killed
+    by_value = {n: seq for seq, n in sent.items()}
+    acked = range(1, pipe._sent_seq - pipe.pending + 1)
+    return seconds, outcome, sent, [by_value[n] for n in replies], acked, agent_gone
+
+
+def test_sshd_killed_mid_stream(method):
+    """SIGKILL of sshd (listener and per-connection process) under a streaming pipe:
+    the pipe ends within the bound, not as a clean exit, every message is accounted
+    for, and the agent is gone."""
+    seconds, outcome, sent, replied, acked, agent_gone = _kill_sshd_mid_stream()
+    broken = isinstance(outcome, PipeBroken)
+    record("sshd SIGKILL mid-stream", method, seconds,
+           ("PipeBroken" if broken else f"Response exitcode={outcome.exitcode!r}")
+           + f"; agent gone {agent_gone:.2f} s after the kill")
+    unhandled = unhandled_in(outcome) if broken else outcome.unhandled
+    check_accounting(list(sent), list(replied) + list(acked), unhandled)
+    assert seconds < BOUND and agent_gone < BOUND
+    assert broken or outcome.exitcode != 0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: when the SSH connection dies (sshd killed) the pipe ends CLOSED with a "
+    "Response(exitcode=-1, reason 'the agent exited with status -1') instead of "
+    "PipeBroken: _child._read_agent() treats the channel's EOF as the agent's end and "
+    "paramiko's default exit_status -1 as a status. Fix: when the channel ends with no "
+    "EXIT frame and no exit-status/exit-signal received (or the transport is no longer "
+    "active), raise PipeBroken('the SSH connection closed ...') from the child"))
+def test_sshd_killed_is_a_broken_pipe_issue_8():
+    """A killed sshd is a failure of the channel: response() raises PipeBroken."""
+    _, outcome, *_ = _kill_sshd_mid_stream()
+    assert isinstance(outcome, PipeBroken), outcome
+
+
+@pytest.mark.netns
+def test_link_down_is_detected_by_heartbeat_and_host_usable_after_link_up(netns_hosts,
+                                                                           method):
+    """Cutting a namespace host's link (no RST, no FIN: a dead peer) breaks the pipe
+    within the heartbeat bound on the caller side, the agent ends on its side too, and
+    the host works again once the link is back."""
+    host = netns_hosts[0]
+    pipe = SSHPipe(host.alias, command=[host.server.python,
+                                        os.path.join(os.path.dirname(__file__), "agents",
+                                                     "fault_agent.py")],
+                   config=netns_hosts.config_path, heartbeat=0.5, ready_timeout=30)
+    pipe.start()
+    agent = pipe.remote_info["pid"]
+    sent = {pipe.send(n): n for n in range(20)}
+    assert [pipe.recv(timeout=10) for _ in range(20)] == list(range(20))
+    pipe.flush(timeout=10)
+    netns_hosts.link_down(0)
+    cut = time.monotonic()
+    try:
+        # Sent into the void: the dead peer cannot have handled them.
+        for n in range(20, 30):
+            sent[pipe.send(n, timeout=5)] = n
+        _, outcome = _outcome(pipe)
+        seconds = time.monotonic() - cut
+        # The agent sees no heartbeat from the caller either and ends (its own bound).
+        wait_gone([agent], BOUND + 2)
+        agent_gone = time.monotonic() - cut
+    finally:
+        netns_hosts.link_up(0)
+    record("netns link down (dead peer)", method, seconds,
+           f"{type(outcome).__name__}; remote agent gone {agent_gone:.2f} s after the cut")
+    assert isinstance(outcome, PipeBroken), outcome
+    assert "heartbeat" in str(outcome.__cause__ or outcome)
+    assert DEAD_BOUND - 0.2 <= seconds < BOUND
+    check_accounting(list(sent), range(1, 21), unhandled_in(outcome))
+    assert unhandled_in(outcome) == list(range(21, 31))
+    with pytest.raises(PipeBroken):
+        pipe.send("after")
+    with pytest.raises(PipeBroken):  # close() reports how the pipe ended
+        pipe.close(timeout=10)
+    # Link back: the same host takes a new pipe.
+    restored = time.monotonic()
+    with SSHPipe(host.alias, command=[host.server.python, os.path.join(
+            os.path.dirname(__file__), "agents", "fault_agent.py")],
+            config=netns_hosts.config_path, heartbeat=0.5, ready_timeout=30) as again:
+        again.send("back")
+        assert again.recv(timeout=10) == "back"
+    record("netns link up again: new pipe round trip", method, time.monotonic() - restored,
+           "ok")
+
+
+def _connect_failure(pipe):
+    started = time.monotonic()
+    with pytest.raises(ConnectError) as info:
+        pipe.start()
+    seconds = time.monotonic() - started
+    assert pipe.state is PipeState.BROKEN
+    pipe.join(10)
+    assert not pipe.is_alive() and pipe.exitcode is not None
+    with pytest.raises(PipeBroken):
+        pipe.send("x")
+    return seconds, info.value
+
+
+def test_connection_refused(sshd, tmp_path, method):
+    """A port nobody listens on: start() raises ConnectError('refused') at once."""
+    port = free_port()
+    config = tmp_path / "config"
+    config.write_text(open(sshd.config_path).read().replace(f"Port {sshd.port}", f"Port {port}"))
+    pipe = SSHPipe(sshd.alias, ["true"], config=str(config), heartbeat=0.5)
+    seconds, error = _connect_failure(pipe)
+    record("connection refused", method, seconds, type(error).__name__)
+    assert type(error) is ConnectError and f"port {port} refused" in str(error)
+    assert error.host == sshd.alias
+    assert seconds < BOUND
+
+
+def test_unknown_host_name(tmp_path, method):
+    """A name that does not resolve: ConnectError naming it."""
+    config = tmp_path / "config"
+    config.write_text("")
+    pipe = SSHPipe("no-such-host.invalid", ["true"], config=str(config), heartbeat=0.5)
+    seconds, error = _connect_failure(pipe)
+    record("unknown host name", method, seconds, type(error).__name__)
+    assert type(error) is ConnectError and "unknown host name" in str(error)
+    assert seconds < BOUND
+
+
+@pytest.mark.netns
+def test_connect_timeout_to_blackholed_address(netns_hosts, method):
+    """A namespace host that silently drops everything (blackhole route for the way
+    back): start() raises ConnectTimeout after connect_timeout, not later."""
+    host = netns_hosts[2]
+    route = ["ip", "netns", "exec", host.netns, "ip", "route"]
+    subprocess.run(route + ["add", "blackhole", f"{netns_hosts.gateway}/32"], check=True)
+    try:
+        pipe = SSHPipe(host.alias, ["true"], config=netns_hosts.config_path, heartbeat=0.5,
+                       connect_timeout=2)
+        seconds, error = _connect_failure(pipe)
+    finally:
+        subprocess.run(route + ["del", "blackhole", f"{netns_hosts.gateway}/32"], check=True)
+    record("connect timeout (blackholed netns host, connect_timeout=2)", method, seconds,
+           type(error).__name__)
+    assert isinstance(error, ConnectTimeout) and "timed out after 2 s" in str(error)
+    assert 1.8 <= seconds < 2 + SLACK

@@ -146,6 +146,11 @@ class ChildSession:
                 data = channel.recv(1 << 20)
             except socket.timeout:
                 now = time.monotonic()
+                if self.exit_info is not None or channel.exit_status_ready():
+                    # The agent has exited; a process it left behind may hold the
+                    # session's output open, so no EOF will come: this silence
+                    # (one read timeout) is the end.
+                    return b""
                 if not synced and now - self.started > pipe.ready_timeout:
                     raise HandshakeError(f"{pipe.host}: no hello from the agent within "
                                          f"{pipe.ready_timeout:g} s")
@@ -264,8 +269,17 @@ class ChildSession:
         if writer is None:
             raise AgentStartError(f"{pipe.host}: the remote command ended before the agent "
                                   f"said hello", pipe.host, exitcode, self._stderr_text())
+        if self.exit_info is None and not self.transport.is_active():
+            # No EXIT frame and the connection itself is gone: sshd or the network
+            # died, so how the agent ended is not known.
+            raise PipeBroken(f"{pipe.host}: the SSH connection closed before the agent "
+                             f"reported its end")
         info = self.exit_info or {}
-        reason = info.get("reason") or f"the agent exited with status {exitcode}"
+        if exitcode == -1 and self.exit_info is None:
+            reason = ("the agent ended without an exit status (killed by a signal; "
+                      "paramiko does not report which)")
+        else:
+            reason = info.get("reason") or f"the agent exited with status {exitcode}"
         self.emit(protocol.encode_json(FrameKind.DONE, {"exitcode": exitcode, "reason": reason}))
         return exitcode if exitcode is not None and 0 <= exitcode < 256 else 255
 

@@ -66,7 +66,12 @@ WRITE_BATCH = 256 * 1024
 
 
 class _Writer:
-    """The protocol output: one lock, a batch buffer, written with os.write."""
+    """The protocol output: one lock, a batch buffer, written with os.write.
+
+    Every write ends with an ACK for what has been handled so far (when that
+    changed): a reply never reaches the caller ahead of the acknowledgement of
+    the message it answers, whichever thread flushes it.
+    """
 
     def __init__(self, fd: int):
         self._fd = fd
@@ -76,6 +81,8 @@ class _Writer:
         self._oldest = 0.0
         self.last_write = time.monotonic()
         self.broken = False
+        self.handled_seq = 0   # set by the main thread once handle() returned
+        self._acked_seq = 0
 
     def put(self, frame: bytes, flush: bool = False) -> None:
         with self._lock:
@@ -88,10 +95,16 @@ class _Writer:
 
     def flush(self, older_than: float = 0.0) -> None:
         with self._lock:
-            if self._chunks and time.monotonic() - self._oldest >= older_than:
+            if self._acked_seq != self.handled_seq and not older_than:
+                self._flush_locked()
+            elif self._chunks and time.monotonic() - self._oldest >= older_than:
                 self._flush_locked()
 
     def _flush_locked(self) -> None:
+        handled = self.handled_seq
+        if handled != self._acked_seq:
+            self._chunks.append(protocol.encode_seq(FrameKind.ACK, handled))
+            self._acked_seq = handled
         data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks = []
         self._size = 0
@@ -179,8 +192,7 @@ class _Agent:
         self.last_input = time.monotonic()
         self.busy = False          # the main thread is inside a handler hook
         self.stopping = threading.Event()
-        self.handled_seq = 0
-        self.acked_seq = 0
+        self.flushed_at = 0
         self.errors = 0
         self.started = False
         self.main_thread = threading.get_ident()  # serve() builds the agent on it
@@ -199,10 +211,13 @@ class _Agent:
             "message": str(exc), "traceback": traceback.format_exc(),
         }))
 
-    def _ack(self) -> None:
-        if self.handled_seq != self.acked_seq:
-            self.acked_seq = self.handled_seq
-            self.writer.put(protocol.encode_seq(FrameKind.ACK, self.acked_seq))
+    @property
+    def handled_seq(self) -> int:
+        return self.writer.handled_seq
+
+    @handled_seq.setter
+    def handled_seq(self, seq: int) -> None:
+        self.writer.handled_seq = seq
 
     # -- input ------------------------------------------------------------
     def next_frame(self) -> Union[Frame, str, Exception]:
@@ -212,7 +227,6 @@ class _Agent:
         the output: that is when a batch of replies goes out.
         """
         while not self.frames:
-            self._ack()
             self.writer.flush()
             ready, _, _ = select.select([self.in_fd], [], [], self.heartbeat)
             now = time.monotonic()
@@ -327,8 +341,12 @@ class _Agent:
                     code, reason = EXIT_HANDLE, f"handle failed on message {seq}: {exc!r}"
                     break
             self.handled_seq = seq
-            if seq - self.acked_seq >= ACK_EVERY:
-                self._ack()
+            if seq - self.flushed_at >= ACK_EVERY:
+                # A caller streaming without pause still sees progress.
+                self.flushed_at = seq
+                self.writer.flush()
+        # What was handled is acknowledged before atexit, which may not return.
+        self.writer.flush()
         if code != EXIT_CALLER_LOST or self.started:
             try:
                 self._call(handler.atexit, last)
@@ -336,7 +354,7 @@ class _Agent:
                 self._report_error(self.handled_seq, "atexit", exc)
                 if code == EXIT_OK:
                     code, reason = EXIT_ATEXIT, f"atexit failed: {exc!r}"
-        self._ack()
+        self.writer.flush()
         return code, reason
 
     def _over_tolerance(self) -> bool:
@@ -452,18 +470,25 @@ def serve(handler: SSHPipeHandler) -> int:
         thread.start()
     try:
         code, reason = agent.run()
+    except SystemExit as exc:
+        # A hook called sys.exit(): honour the status, end in order all the same.
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        reason = f"the handler called sys.exit({exc.code!r})"
+    except BaseException as exc:  # the outermost loop: report, then end in order
+        code, reason = EXIT_HANDLE, f"the agent failed: {exc!r}"
+        traceback.print_exc()
     finally:
         handler._agent = None
         root.removeHandler(log_handler)
         sys.stdout.flush()
-        # Pointing fd 1 elsewhere closes the capture pipe's last write end (unless a
-        # child holds it), so the capture thread drains what is left and stops.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.close(devnull)
-        threads[1].join(timeout=1.0)
+    # Children go first: one that holds fd 1 (the capture pipe) or the session's
+    # stdout would otherwise keep the capture thread, and the channel, open.
+    _kill_children()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # our own last write end of the capture pipe
+    os.close(devnull)
+    threads[1].join(timeout=1.0)
     agent.writer.put(protocol.encode_json(FrameKind.EXIT, {"exitcode": code, "reason": reason}),
                      flush=True)
     agent.stopping.set()
-    _kill_children()
     return code

@@ -5,18 +5,19 @@ with ``modules=["workers"]``, so the remote needs nothing but Python.
 
 ::
 
-    caller (SSHExecutor)          agent process (this handler)              worker processes
-                            +----------------------------------+
-    ("config", {...}) ----> | main thread: handle()            |
-    ("run", tid, ...) ----> |   appends to the inbox, wakes -> |
-    ("cancel", tid)   ----> |                                  |
-                            | pool thread:                     |  task   +-------------+
-                            |   inbox -> queue -> idle worker  | ======> | worker 0    |
-                            |   results, logs <- workers       | <====== |  fn(*args)  |
-    <---- replies (lists) --|   kill + replace on cancel,      |  result | worker 1 .. |
-          ready, started,   |   timeout or death               |  logs   +-------------+
-          done, cancelled,  +----------------------------------+
-          timeout, died
+    caller (SSHExecutor)           agent process (this handler)               worker processes
+                             +------------------------------------+
+    ("hello", {})      ----> | main thread: handle()              |
+    ("run", [tasks])   ----> |   appends to the inbox, wakes ---> |
+    ("cancel", tid)    ----> |                                    |
+                             | pool thread:                       |  ("run", [..]) +------------+
+                             |   inbox -> queue -> workers        | =============> | control    |
+                             |   (short tasks in batches)         |  ("cancel", t) |  thread    |
+                             |   results, logs <- workers         | <============= | main:      |
+    <-- replies (lists) ---- |   reap, requeue, replace; kill     |  done, log,    |  fn(*args) |
+        ready, started,      |   only if a worker cannot end      |  dropped,      +------------+
+        done, cancelled,     |   a task itself                    |  ending
+        timeout, died        +------------------------------------+
 
 Actors:
 
@@ -24,18 +25,25 @@ Actors:
   every message. It never blocks there: it appends the message to the inbox and
   wakes the pool thread through a pipe.
 - The **pool thread** owns every worker, the local task queue and the inbox's
-  consumer side. It starts the workers, hands queued tasks to idle ones, reads
-  their results and log records, enforces task timeouts, and kills the worker
-  running a cancelled or timed-out task and starts a replacement, so one task's
-  end never costs the host a slot. It batches what it has to say into one reply
-  per turn.
+  consumer side. It starts the workers and hands queued tasks over: one at a
+  time, or up to :data:`BATCH_DEPTH` at a time while tasks are short (then one
+  hand-over, one wake-up and one report serve many tasks). It reads results and
+  log records, coalesces its replies for up to :data:`COALESCE` while other
+  tasks are out, and when a worker ends it reports the task it ran, puts back
+  in the queue the tasks that waited in it (they never started) and starts a
+  replacement, so no task's end costs the host a slot. It kills a worker only
+  when the worker did not end a cancelled or timed-out task itself within
+  :data:`KILL_GRACE`.
 - Each **worker process** (a fresh ``python -c`` interpreter that inherits
   only its end of a socket pair and fds 0-2, so it cannot hold the protocol
   channel open; not ``multiprocessing``, whose resource tracker would keep the
-  agent's stdout capture open after the agent ends) runs one task at a time from its own connection and sends back the result or
-  the exception with its traceback as text, and every log record the task emits
-  as it is emitted. It dies with the agent (``PR_SET_PDEATHSIG`` on Linux, and a
-  watchdog thread elsewhere).
+  agent's stdout capture open after the agent ends) runs its tasks in order in
+  its main thread and sends each result (or exception with the traceback as
+  text) as soon as it has it, and every log record as it is emitted. Its
+  *control thread* alone reads the connection: it queues batches, drops a
+  cancelled task that waits, and ends the process (``os._exit``) when the task
+  it runs is cancelled or out of time; see :class:`_TaskQueue`. It dies with
+  the agent (``PR_SET_PDEATHSIG`` on Linux, and a watchdog thread elsewhere).
 
 Replies to the caller, each a list of events::
 
@@ -44,9 +52,9 @@ Replies to the caller, each a list of events::
     ("done", tid, ok, payload, tb, records, seconds)
                                              payload: serialized result or exception;
                                              seconds: how long the call ran
-    ("cancelled", tid)                       its worker was ended (or it never ran)
-    ("timeout", tid, seconds, records)       its worker was ended at the deadline
-    ("died", tid, exitcode, records)         its worker died under it
+    ("cancelled", tid)                       stopped: its worker ended, or it never ran
+    ("timeout", tid, seconds, records)       its worker ended at the deadline
+    ("died", tid, exitcode, records)         its worker died under it (a crash, os._exit)
 
 "started" is flushed to the caller before the task reaches a worker, so a caller
 that received the agent's whole output (the agent died, the channel closed
@@ -225,7 +233,7 @@ class _Worker:
     """One worker process and the tasks handed to it, in order (pool thread only)."""
 
     __slots__ = ("index", "process", "conn", "assigned", "pending", "last_heard", "ending",
-                 "kill_at", "records", "dropped", "ready")
+                 "kill_at", "kill_tid", "records", "dropped", "ready")
 
     def __init__(self, index: int, process: Any, conn: Any):
         self.index = index
@@ -238,7 +246,9 @@ class _Worker:
         self.pending: Dict[int, tuple] = {}
         self.last_heard = time.monotonic()   # its last result: when the next task began
         self.ending: Optional[Tuple[int, str]] = None  # (tid, "cancelled"/"timeout")
-        self.kill_at: Optional[float] = None  # SIGKILL if it has not ended by then
+        # A cancelled task it runs: killed at kill_at if the worker has not ended it.
+        self.kill_at: Optional[float] = None
+        self.kill_tid: Optional[int] = None
         self.records: Dict[int, List[dict]] = {}
         self.dropped: Dict[int, int] = {}
         self.ready = False          # it said it booted: tasks go to it without delay
@@ -317,8 +327,8 @@ class _Pool:
                 # do not wait for interpreters to start.
                 announced = True
                 self.add_event(("ready", {"slots": self.slots, "pid": os.getpid(),
-                                              "cpus": os.cpu_count(),
-                                              "python": sys.version.split()[0]}))
+                                          "cpus": os.cpu_count(),
+                                          "python": sys.version.split()[0]}))
             timeout = self._next_timeout()
             if self.events:
                 # Results of short tasks are coalesced for up to COALESCE while other
@@ -354,6 +364,8 @@ class _Pool:
     def _kill_deadline(self, worker: _Worker, now: float) -> Optional[float]:
         """When the agent must kill the worker itself: the worker enforces cancels
         and timeouts, but cannot while a task holds the GIL in C code."""
+        if worker.ending is not None:
+            return None  # it is ending (or was killed): its connection's end follows
         if worker.kill_at is not None:
             return worker.kill_at
         if worker.assigned:
@@ -400,6 +412,7 @@ class _Pool:
         self._send(worker, ("cancel", tid))
         if worker.assigned and worker.assigned[0] == tid and worker.kill_at is None:
             worker.kill_at = time.monotonic() + KILL_GRACE
+            worker.kill_tid = tid
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
@@ -407,14 +420,13 @@ class _Pool:
             at = self._kill_deadline(worker, now)
             if at is None or now < at or worker.ending is not None:
                 continue
-            if worker.assigned:
-                tid = worker.assigned[0]
-                reason = "cancelled" if worker.kill_at is not None else "timeout"
-                worker.ending = (tid, reason)
-                logger.warning("worker %d did not end task %d itself; killing it",
-                               worker.index, tid)
+            if not worker.assigned:
+                continue
+            tid = worker.assigned[0]
+            reason = "cancelled" if worker.kill_tid == tid else "timeout"
+            worker.ending = (tid, reason)
+            logger.warning("worker %d did not end task %d itself; killing it", worker.index, tid)
             worker.process.kill()
-            worker.kill_at = None
 
     def _dispatch(self) -> None:
         if not self.queue:
@@ -494,8 +506,8 @@ class _Pool:
         except ValueError:
             pass
         worker.last_heard = time.monotonic()
-        if worker.kill_at is not None and not (worker.ending or worker.assigned):
-            worker.kill_at = None
+        if worker.kill_tid == tid:  # it finished before the cancel reached it
+            worker.kill_at = worker.kill_tid = None
         return True
 
     def _on_record(self, worker: _Worker, tid: int, fields: dict) -> None:

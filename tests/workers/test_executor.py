@@ -237,3 +237,18 @@ def test_scheduler_balances_by_free_slots_and_honours_pins():
     inflight, pinned = scheduler.remove_host("small")
     assert sorted(inflight) == sorted(by_host["small"]) and pinned == []
     assert scheduler.remove_host("small") == ({}, [])
+
+
+def test_task_holding_the_gil_is_still_timed_out(executor):
+    """A task stuck in C code with the GIL (the worker cannot end it itself) is
+    killed by the agent after the grace period; the host serves on."""
+    import re
+
+    from workers.agent import KILL_GRACE
+
+    stuck = Task(re.match, r"(a+)+$", "a" * 40 + "b").options(timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(TaskTimeoutError):
+        executor.submit(stuck).result(timeout=30)
+    assert time.monotonic() - started < 0.3 + KILL_GRACE + 5
+    assert executor.submit(abs, -4).result(timeout=30) == 4

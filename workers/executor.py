@@ -2,38 +2,46 @@
 
 ::
 
-     caller process                                                   host "a" (and b, c ...)
-    +----------------------------------------------------------+
-    | submit()/map(): Task (serialized once) -> _WorkItem      |
-    |        |                                                  |
-    |        v            under the executor lock               |
-    |   Scheduler: waiting queue (+ per-host pinned queues),    |
-    |   in flight per host, free slots  --assign()-->           |
-    |        |                                                  |
-    |        v  outside the lock, one message per host and turn |  SSH   +------------------+
-    |   SSHPipe.send(("run", [...]))  ===========================|======> | WorkerAgent      |
-    |   SSHPipe.send(("cancel", tid))                           |        |  pool thread     |
-    |                                                           |        |  N worker procs  |
-    |   reader thread (one per host): SSHPipe.recv()  <=========|======= |                  |
-    |     started / done / cancelled / timeout / died           |        +------------------+
-    |     -> Scheduler.release(), future.set_result()/...       |
-    |     -> assign() the freed slots                           |
-    |     on EOFError / PipeBroken: host lost -> requeue/fail   |
-    +----------------------------------------------------------+
+     caller process                                                    host "a" (and b, c ...)
+    +-----------------------------------------------------------+
+    | submit()/map(): Task (serialized once) -> _WorkItem       |
+    |        |                                                   |
+    |        v            under the executor lock                |
+    |   Scheduler: waiting queue (+ per-host pinned queues),     |
+    |   in flight per host, free slots  --assign()-->            |
+    |        |                                                   |
+    |        v  host.outbox (its own lock): ("run", item),       |
+    |           ("cancel", tid), in order                        |
+    |   sender thread (one per host): drains the outbox,         |  SSH   +-----------------+
+    |     SSHPipe.send(("run", [every queued task]))  ===========|======> | WorkerAgent     |
+    |     SSHPipe.send(("cancel", tid))                          |        |  pool thread    |
+    |                                                            |        |  N worker procs |
+    |   reader thread (one per host): SSHPipe.recv()  <==========|======= |                 |
+    |     ready / started / done / cancelled / timeout / died    |        +-----------------+
+    |     -> Scheduler.release(), future.set_result()/...        |
+    |     -> assign() the freed slots                            |
+    |     on EOFError / PipeBroken: host lost -> requeue/fail    |
+    +-----------------------------------------------------------+
 
 Actors:
 
 - **Callers** of :meth:`SSHExecutor.submit` and :meth:`SSHExecutor.map` build a
   :class:`~workers.Task` (serialized here, once), queue a work item in the
-  :class:`~workers._scheduler.Scheduler` and hand what fits to hosts.
+  :class:`~workers._scheduler.Scheduler`, assign what fits to hosts and put it
+  in each host's outbox.
+- One **sender thread per host** sends its outbox: all the tasks queued since
+  its last send go as one message, so a burst of ``submit()`` calls costs a few
+  frames, not one each; a cancel follows the task's own "run", never precedes it.
 - One **reader thread per host** reads that host's replies. It resolves futures,
-  frees slots and hands waiting work to the freed slots. When the pipe ends it
-  declares the host lost: each task the host held is requeued for another host
-  (if it provably never started, or has retries left) or fails with
-  :class:`~workers.HostLostError`. When no host is left the executor is broken:
-  every unresolved future fails with one :class:`~workers.BrokenHostPool`.
-- :meth:`TaskFuture.cancel` on a running task sends a cancel to its host, whose
-  agent ends the worker process running it and starts another.
+  frees slots, tunes how many tasks the host may hold (``prefetch``: enough to
+  cover a round trip for tasks of its observed length) and hands waiting work to
+  the freed slots. When the pipe ends it declares the host lost: each task the
+  host held is requeued for another host (if it provably never started, or has
+  retries left) or fails with :class:`~workers.HostLostError`. When no host is
+  left the executor is broken: every unresolved future fails with one
+  :class:`~workers.BrokenHostPool`.
+- :meth:`TaskFuture.cancel` on a running task posts a cancel to its host, whose
+  agent has the worker process running it end (and replaces it).
 
 State: a host is STARTING, READY, LOST or CLOSED (:class:`HostState`); the
 executor is open, shut down, or broken. Everything shared (scheduler, work

@@ -60,6 +60,10 @@ class FaultAgent(SSHPipeHandler):
         time.sleep(0.3)  # let the reply go out before the process ends
         _die(how, code)
 
+    def cmd_log_debug(self):
+        import logging
+        logging.getLogger("fault_agent").debug("debug record from the agent")
+
     def cmd_argv(self):
         self.reply((sys.argv[2:], os.getcwd()))
 

@@ -271,13 +271,17 @@ class _Agent:
             self.writer.put(protocol.encode(FrameKind.STDOUT, data))
 
     def _exit_hard_after_grace(self, code: int) -> None:
-        """If the main thread cannot end in time (a stuck handler), end anyway."""
-        if self.stopping.wait(EXIT_GRACE):
+        """The caller hung up while a hook is busy. Nobody can receive its results,
+        so after a short grace (one heartbeat, at most EXIT_GRACE) the agent and
+        everything it started are ended: on a busy thread signal handlers cannot be
+        changed, so the whole process group, this process included, gets SIGKILL."""
+        if self.stopping.wait(min(EXIT_GRACE, self.heartbeat)):
             return
         self.writer.put(protocol.encode_json(FrameKind.EXIT, {
             "exitcode": code, "reason": "the caller hung up and the handler did not return"}),
             flush=True)
-        _kill_children()
+        if os.getpgrp() == os.getpid():
+            os.killpg(os.getpid(), signal.SIGKILL)
         os._exit(code)
 
     # -- main loop --------------------------------------------------------

@@ -68,7 +68,7 @@ import time
 from concurrent.futures import Executor, Future, InvalidStateError
 from concurrent.futures import _base as _futures_base  # Future's state constants
 from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence,
-                    Tuple, Union)
+                    Set, Tuple, Union)
 
 from sshpipe import serial
 from sshpipe.errors import PipeBroken, PipeClosed, RemoteTraceback, SSHPipeError
@@ -185,6 +185,7 @@ class _Host:
         self.outbox: List[Tuple[str, Any]] = []
         self.out_cond = threading.Condition()
         self.out_closed = False
+        self.sending = False  # a thread is sending for this host: keeps messages in order
         self.sender: Optional[threading.Thread] = None
         self.run_time: Optional[float] = None  # moving average of its tasks' run time
 
@@ -193,6 +194,11 @@ class _Host:
             self.outbox.append((kind, payload))
             if len(self.outbox) == 1:
                 self.out_cond.notify()
+
+    def end_sending(self) -> None:
+        with self.out_cond:
+            self.sending = False
+            self.out_cond.notify_all()
 
     def close_outbox(self) -> None:
         with self.out_cond:
@@ -566,11 +572,14 @@ class SSHExecutor(Executor):
     def _pump(self) -> None:
         """Hand waiting items to hosts with room; send them, one message per host."""
         with self._lock:
-            batches = self._assign_locked()
-        self._post(batches)
+            batches, idle = self._assign_locked()
+        self._post(batches, idle)
 
-    def _assign_locked(self) -> Dict[str, List[_WorkItem]]:
+    def _assign_locked(self) -> Tuple[Dict[str, List[_WorkItem]], Set[str]]:
+        """Assign what fits; return the items by host, and the hosts that held
+        nothing before (see :meth:`_post`)."""
         batches: Dict[str, List[_WorkItem]] = {}
+        idle = {name for name, slots in self._scheduler.hosts.items() if not slots.inflight}
         for host_name, tid, item in self._scheduler.assign():
             if not item.running:
                 if not item.future.set_running_or_notify_cancel():
@@ -585,37 +594,54 @@ class SSHExecutor(Executor):
             item.future.host = host_name
             item.future.hosts.append(host_name)
             batches.setdefault(host_name, []).append(item)
-        return batches
+        return batches, idle
 
-    def _post(self, batches: Dict[str, List[_WorkItem]]) -> None:
+    def _post(self, batches: Dict[str, List[_WorkItem]], idle: Set[str]) -> None:
+        """Put assigned items in their hosts' outboxes. For a host that was idle,
+        with nothing queued and no send under way, send them from this thread:
+        a lone task (the latency case) skips the hop to the sender thread, while
+        a burst still goes through it in batches."""
         for host_name, items in batches.items():
             host = self._hosts[host_name]
             with host.out_cond:
-                notify = not host.outbox
-                host.outbox.extend(("run", item) for item in items)
-                if notify:
-                    host.out_cond.notify()
+                direct = host_name in idle and not host.outbox and not host.sending
+                if direct:
+                    host.sending = True
+                else:
+                    notify = not host.outbox
+                    host.outbox.extend(("run", item) for item in items)
+                    if notify:
+                        host.out_cond.notify()
+            if direct:
+                try:
+                    self._send_runs(host, items)
+                finally:
+                    host.end_sending()
 
     def _send_loop(self, host: _Host) -> None:
         """Sender thread: the host's outbox to its pipe, runs of tasks batched."""
         while True:
             with host.out_cond:
-                while not host.outbox and not host.out_closed:
+                while host.sending or (not host.outbox and not host.out_closed):
                     host.out_cond.wait()
                 if not host.outbox:
                     return
                 batch, host.outbox = host.outbox, []
-            runs: List[_WorkItem] = []
-            for kind, payload in batch:
-                if kind == "run":
-                    runs.append(payload)
-                    continue
+                host.sending = True
+            try:
+                runs: List[_WorkItem] = []
+                for kind, payload in batch:
+                    if kind == "run":
+                        runs.append(payload)
+                        continue
+                    if runs:
+                        self._send_runs(host, runs)
+                        runs = []
+                    self._send_message(host, (kind, payload))
                 if runs:
                     self._send_runs(host, runs)
-                    runs = []
-                self._send_message(host, (kind, payload))
-            if runs:
-                self._send_runs(host, runs)
+            finally:
+                host.end_sending()
 
     def _send_message(self, host: _Host, message: tuple) -> bool:
         try:
@@ -699,10 +725,10 @@ class SSHExecutor(Executor):
                     failed.append((item, self._lost_error(host, item, host.error)))
                     continue
                 self._scheduler.push(tid, item, host=task.host)
-            batches = self._assign_locked()
+            batches, idle = self._assign_locked()
         for item, error in failed:
             self._resolve(item, error=error)
-        self._post(batches)
+        self._post(batches, idle)
         return futures
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],

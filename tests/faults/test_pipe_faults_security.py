@@ -209,7 +209,7 @@ def test_fallback_cache_is_private_and_removed_issue_8(sshd, tmp_path):
     with make_pipe(sshd, env={"XDG_CACHE_HOME": str(cache)}) as pipe:
         used = Path(pipe.remote_info["cache"])
         assert used != cache / "sshpipe"
-        assert not _not_private(used)
+        assert stat.S_IMODE(used.lstat().st_mode) == 0o700
     try:
         assert not used.exists()
     finally:

@@ -48,6 +48,9 @@ class FaultAgent(SSHPipeHandler):
         time.sleep(seconds)
         self.reply(value)
 
+    def cmd_sink(self, seconds, blob):
+        time.sleep(seconds)
+
     def cmd_sleep(self, seconds):
         time.sleep(seconds)
 

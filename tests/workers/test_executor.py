@@ -252,3 +252,41 @@ def test_task_holding_the_gil_is_still_timed_out(executor):
         executor.submit(stuck).result(timeout=30)
     assert time.monotonic() - started < 0.3 + KILL_GRACE + 5
     assert executor.submit(abs, -4).result(timeout=30) == 4
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_executor_works_under_other_start_methods(sshd, tmp_path, method):
+    """A caller whose multiprocessing start method is spawn or forkserver works."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = tmp_path / "caller.py"
+    script.write_text(textwrap.dedent(f"""
+        import multiprocessing, sys
+        from workers import SSHExecutor
+
+        if __name__ == "__main__":
+            multiprocessing.set_start_method({method!r})
+            with SSHExecutor([{sshd.alias!r}], slots=1, config={sshd.config_path!r},
+                             python={sshd.python!r}) as executor:
+                print(executor.submit(lambda x: x * 3, 14).result(timeout=60))
+    """))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=90, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "42"
+
+
+def test_shutdown_without_wait_returns_at_once_and_closes_later(make_executor):
+    """shutdown(wait=False) returns while tasks run; the hosts close once they end."""
+    executor = make_executor(slots=1)
+    future = executor.submit(time.sleep, 0.5)
+    started = time.monotonic()
+    executor.shutdown(wait=False)
+    assert time.monotonic() - started < 0.3
+    assert future.result(timeout=30) is None
+    wait_until(lambda: set(executor.hosts.values()) == {HostState.CLOSED}, 20,
+               "the host to be closed")

@@ -20,7 +20,6 @@ import errno
 import hashlib
 import logging
 import os
-import shlex
 import socket
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence
@@ -112,47 +111,45 @@ def settings_for(host: str, config: Optional[str] = None, *, user: Optional[str]
                  connect_timeout: Optional[float] = None) -> ConnectSettings:
     """Resolve ``host`` in the OpenSSH client config file ``config`` (default
     ``~/.ssh/config``, absent meaning empty) and apply explicit overrides, which win
-    as they do on ssh's command line."""
-    from sshpipe.config import load
+    as they do on ssh's command line. IdentityFile and ProxyCommand are expanded
+    here, as ssh expands them when it connects (``ssh -G`` prints them raw)."""
+    from sshpipe.config import expand_for_connect, load
 
     path = config if config is not None else "~/.ssh/config"
     try:
         resolved = load(path).resolve(host, user=user, port=port)
     except FileNotFoundError as exc:
         raise SSHConfigError("ssh config file not found", path) from exc
-    identity_files = _as_list(resolved.get("identityfile"))
+    identity_files = [expand_for_connect(resolved, name, "path")
+                      for name in _as_list(resolved.get("identityfile"))]
     if identity_file:
-        identity_files = [identity_file] + identity_files
+        identity_files.insert(0, os.path.expanduser(identity_file))
+    proxy_command = _none(resolved.get("proxycommand"))
+    if proxy_command:
+        proxy_command = expand_for_connect(resolved, proxy_command, "proxy")
     timeout = _none(resolved.get("connecttimeout"))
-    home = os.path.expanduser("~")
     return ConnectSettings(
         alias=host,
         hostname=str(resolved.get("hostname") or host),
         port=int(resolved.get("port") or 22),
         user=str(resolved.get("user") or ""),
-        identity_files=tuple(_expand_home(path, home) for path in identity_files),
+        identity_files=tuple(identity_files),
         identities_only=_truthy(resolved.get("identitiesonly", "no")),
         use_agent=(_none(resolved.get("identityagent", "SSH_AUTH_SOCK")) is not None),
         proxy_jump=_none(resolved.get("proxyjump")),
-        proxy_command=_none(resolved.get("proxycommand")),
+        proxy_command=proxy_command,
         connect_timeout=(connect_timeout if connect_timeout is not None
                          else float(timeout) if timeout else None),
         server_alive_interval=int(resolved.get("serveraliveinterval") or 0),
         server_alive_count_max=int(resolved.get("serveralivecountmax") or 3),
-        user_known_hosts=tuple(_expand_home(p, home)
-                               for p in _as_list(resolved.get("userknownhostsfile"))),
-        global_known_hosts=tuple(_expand_home(p, home)
-                                 for p in _as_list(resolved.get("globalknownhostsfile"))),
+        user_known_hosts=tuple(_as_list(resolved.get("userknownhostsfile"))),
+        global_known_hosts=tuple(_as_list(resolved.get("globalknownhostsfile"))),
         strict_host_key_checking=str(resolved.get("stricthostkeychecking", "ask")).lower(),
         host_key_alias=_none(resolved.get("hostkeyalias")),
         compression=_truthy(resolved.get("compression", "no")),
         ciphers=tuple(_as_list(str(resolved.get("ciphers", "")).replace(",", " "))),
         config_path=path,
     )
-
-
-def _expand_home(path: str, home: str) -> str:
-    return home + path[1:] if path.startswith("~/") or path == "~" else path
 
 
 # -- connecting ---------------------------------------------------------------
@@ -183,23 +180,6 @@ def _open_socket(settings: ConnectSettings, timeout: float) -> socket.socket:
     return sock
 
 
-def _proxy_command(settings: ConnectSettings) -> paramiko.ProxyCommand:
-    tokens = {"%h": settings.hostname, "%p": str(settings.port), "%r": settings.user,
-              "%n": settings.alias, "%%": "%"}
-    command = settings.proxy_command or ""
-    out, index = [], 0
-    while index < len(command):
-        pair = command[index:index + 2]
-        if pair in tokens:
-            value = tokens[pair]
-            out.append(value if pair == "%%" else shlex.quote(value))
-            index += 2
-        else:
-            out.append(command[index])
-            index += 1
-    return paramiko.ProxyCommand("".join(out))
-
-
 def _parse_jump(spec: str) -> "tuple[Optional[str], str, Optional[int]]":
     """``[user@]host[:port]`` or ``ssh://[user@]host[:port]`` -> parts."""
     if spec.startswith("ssh://"):
@@ -223,7 +203,7 @@ def _parse_jump(spec: str) -> "tuple[Optional[str], str, Optional[int]]":
 def _channel_socket(settings: ConnectSettings, timeout: float, depth: int):
     """The byte stream to the target: TCP, a ProxyCommand, or a ProxyJump chain."""
     if settings.proxy_command:
-        return _proxy_command(settings)
+        return paramiko.ProxyCommand(settings.proxy_command)
     if not settings.proxy_jump:
         return _open_socket(settings, timeout)
     if depth >= _MAX_JUMPS:

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path

@@ -183,12 +183,15 @@ def test_proxycommand_is_used_with_tokens_expanded(sshd, tmp_path):
 
 def test_explicit_overrides_win_over_config(sshd, tmp_path):
     """user=, port= and identity_file= passed in win, as on ssh's command line."""
-    config = write_config(tmp_path, sshd).replace(f"User {sshd.user}", "User nobody")
     path = tmp_path / "override_config"
-    path.write_text(open(write_config(tmp_path, sshd)).read().replace(
-        f"User {sshd.user}", "User nobody"))
-    settings = settings_for("target", str(path), user=sshd.user)
-    assert settings.user == sshd.user
+    path.write_text(open(write_config(tmp_path, sshd)).read()
+                    .replace(f"User {sshd.user}", "User nobody")
+                    .replace(f"Port {sshd.port}", "Port 1")
+                    .replace(f"IdentityFile {sshd.key_path}", "IdentityFile ~/no_such_key"))
+    settings = settings_for("target", str(path), user=sshd.user, port=sshd.port,
+                            identity_file=sshd.key_path)
+    assert (settings.user, settings.port) == (sshd.user, sshd.port)
+    assert settings.identity_files[0] == sshd.key_path
     connect(settings).close()
 
 

@@ -67,7 +67,7 @@ def parse_forward(spec: str, dynamic: bool, remote: bool):
     if fields is None:
         return None
     n = len(fields)
-    lh = lp = lpath = ch = cpath = None
+    lh = lpath = ch = cpath = None
     cport = 0
     lport = 0
     if n == 1:

@@ -173,12 +173,9 @@ class WorkerAgent(SSHPipeHandler):
     def _flush_replies(self, events: List[tuple]) -> None:
         if not events:
             return
+        # From this (non-main) thread, reply() writes at once: "started" reaches
+        # the channel before the tasks reach a worker.
         self.reply(events)
-        # reply() from a thread other than the agent's main thread waits for the
-        # agent's ticker (up to two FLUSH_DELAYs); a task's latency should not.
-        writer = getattr(getattr(self, "_agent", None), "writer", None)
-        if writer is not None:
-            writer.flush()
 
 
 class _Link:

@@ -1,8 +1,7 @@
-"""sshpipe core behaviours the workers layer had to work around (reported, not fixed here).
+"""sshpipe core behaviours the workers layer relies on, found while building it.
 
-Each test states the behaviour we want; the ones the core does not have yet are
-marked xfail with the reason, so they start passing (and fail as XPASS under
-strict) once the core is fixed.
+Both were reported from here as strict xfail tests and fixed in the core
+(1bfa616); they stay as regression tests.
 """
 from __future__ import annotations
 

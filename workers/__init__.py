@@ -1,8 +1,10 @@
 """workers: remote tasks and a futures executor over many SSH hosts.
 
-Layering: ``task``, ``agent`` and ``errors`` are stdlib-only and are shipped to
-remote hosts (``modules=["workers"]``), where ``agent`` runs inside an sshpipe
-agent; ``_scheduler`` is pure logic; ``executor`` builds on :class:`sshpipe.SSHPipe`.
+Layering: ``task``, ``agent``, ``_worker`` and ``errors`` are stdlib-only and are
+shipped to remote hosts (``modules=["workers"]``), where ``agent`` runs inside an
+sshpipe agent and ``_worker`` in its worker processes; ``_scheduler`` is pure
+logic; ``executor`` (with ``_hosts``, ``_future``, ``_progress``) builds on
+:class:`sshpipe.SSHPipe`.
 This module only re-exports public names, lazily, so that a remote worker that
 imports ``workers.agent`` never imports paramiko.
 """
@@ -15,10 +17,10 @@ from typing import Any
 _EXPORTS = {
     "BrokenHostPool": "errors",
     "HostLostError": "errors",
-    "HostState": "executor",
+    "HostState": "_hosts",
     "SSHExecutor": "executor",
     "Task": "task",
-    "TaskFuture": "executor",
+    "TaskFuture": "_future",
     "TaskTimeoutError": "errors",
     "WorkerAgent": "agent",
     "WorkerDiedError": "errors",

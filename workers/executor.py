@@ -58,7 +58,6 @@ the link itself fails, every task the host held counts as started.
 """
 from __future__ import annotations
 
-import enum
 import functools
 import itertools
 import logging
@@ -66,13 +65,14 @@ import math
 import threading
 import time
 from concurrent.futures import Executor, Future, InvalidStateError
-from concurrent.futures import _base as _futures_base  # Future's state constants
-from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence,
-                    Set, Tuple, Union)
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set,
+                    Tuple, Union)
 
 from sshpipe import serial
 from sshpipe.errors import PipeBroken, PipeClosed, RemoteTraceback, SSHPipeError
 from sshpipe.pipe import SSHPipe
+from workers._future import TaskFuture
+from workers._hosts import Host, HostSpec, HostState, parse_hosts
 from workers._progress import ProgressBar
 from workers._scheduler import Scheduler
 from workers.agent import WorkerAgent
@@ -95,61 +95,6 @@ MAX_PREFETCH_PER_SLOT = 32
 # Weight of the newest task in the moving average of a host's task run time.
 RUN_TIME_WEIGHT = 0.1
 
-HostSpec = Union[str, Tuple[str, Mapping[str, Any]], Mapping[str, Any]]
-
-
-class HostState(enum.Enum):
-    """Life cycle of one host in an executor."""
-
-    STARTING = "starting"  # SSH session and agent being started
-    READY = "ready"        # the agent's worker pool is up; takes tasks
-    LOST = "lost"          # failed to start, or its agent/link failed; never used again
-    CLOSED = "closed"      # shut down by the executor
-
-
-class TaskFuture(Future):
-    """A Future that knows where its task ran, and can stop it there.
-
-    Attributes:
-        host: the host that ran (or runs) the task; None while it waits.
-        hosts: every host the task was handed to, in order (retries add to it).
-        logs: the ``logging.LogRecord`` objects the task emitted, once done.
-        retries_used: how many times the task was run again because the host
-            running it was lost (requeues of tasks that never started are free).
-        task_id: the executor's number for the task.
-    """
-
-    def __init__(self, task_id: int = 0):
-        super().__init__()
-        self.task_id = task_id
-        self.host: Optional[str] = None
-        self.hosts: List[str] = []
-        self.logs: List[logging.LogRecord] = []
-        self.retries_used = 0
-        self._stop_remote: Optional[Callable[["TaskFuture"], None]] = None
-
-    def cancel(self) -> bool:
-        """Cancel the task. Unlike ``concurrent.futures``, a *running* task is
-        cancelled too: its worker process on the remote is ended (the host stays
-        in service). Returns False only when the future is already finished."""
-        with self._condition:
-            if self._state != _futures_base.RUNNING or self._stop_remote is None:
-                return super().cancel()
-            # Same end state as a pending future that was cancelled and noticed.
-            self._state = _futures_base.CANCELLED_AND_NOTIFIED
-            for waiter in self._waiters:
-                waiter.add_cancelled(self)
-            self._condition.notify_all()
-            stop_remote = self._stop_remote
-        stop_remote(self)
-        self._invoke_callbacks()
-        return True
-
-    def __repr__(self) -> str:
-        where = f" host={self.host}" if self.host else ""
-        return super().__repr__()[:-1] + f" task={self.task_id}{where}>"
-
-
 class _WorkItem:
     """One task on its way: the future, the payloads, where it is."""
 
@@ -164,77 +109,6 @@ class _WorkItem:
         self.started = False              # its host reported it handed to a worker
         self.running = False              # the future has been set running
 
-
-class _Host:
-    """One host: its pipe, reader thread and state (state under the executor lock)."""
-
-    def __init__(self, name: str, address: str, slots: Optional[int], pipe_options: Dict[str, Any]):
-        self.name = name
-        self.address = address
-        self.slots = slots
-        self.pipe_options = pipe_options
-        self.state = HostState.STARTING
-        self.pipe: Optional[SSHPipe] = None
-        self.reader: Optional[threading.Thread] = None
-        self.ready = threading.Event()
-        self.info: Dict[str, Any] = {}
-        self.error: Optional[BaseException] = None
-        # Messages for the host, in order: ("run", item) and ("cancel", tid). Filled
-        # by any thread; drained by the host's sender thread, which sends each
-        # run of "run" entries as one message (a burst of submits costs one frame).
-        self.outbox: List[Tuple[str, Any]] = []
-        self.out_cond = threading.Condition()
-        self.out_closed = False
-        self.sending = False  # a thread is sending for this host: keeps messages in order
-        self.sender: Optional[threading.Thread] = None
-        self.run_time: Optional[float] = None  # moving average of its tasks' run time
-
-    def post(self, kind: str, payload: Any) -> None:
-        with self.out_cond:
-            self.outbox.append((kind, payload))
-            if len(self.outbox) == 1:
-                self.out_cond.notify()
-
-    def end_sending(self) -> None:
-        with self.out_cond:
-            self.sending = False
-            self.out_cond.notify_all()
-
-    def close_outbox(self) -> None:
-        with self.out_cond:
-            self.out_closed = True
-            self.out_cond.notify()
-
-    def __repr__(self) -> str:
-        return f"<host {self.name} {self.state.value}>"
-
-
-def _parse_hosts(hosts: Iterable[HostSpec]) -> List[Tuple[str, str, Dict[str, Any]]]:
-    """(name, address, options) per host; names made unique."""
-    parsed = []
-    seen: Dict[str, int] = {}
-    for spec in hosts:
-        if isinstance(spec, str):
-            address, options = spec, {}
-        elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
-            address, options = spec[0], dict(spec[1])
-        elif isinstance(spec, Mapping):
-            options = dict(spec)
-            try:
-                address = options.pop("host")
-            except KeyError:
-                raise ValueError(f"a host given as a dict needs a 'host' key: {spec!r}") from None
-        else:
-            raise TypeError(f"a host is an ssh alias, (alias, options) or a dict, not {spec!r}")
-        name = options.pop("name", None) or address
-        count = seen.get(name, 0) + 1
-        seen[name] = count
-        if count > 1:
-            name = f"{name}#{count}"
-        parsed.append((name, address, options))
-    if not parsed:
-        raise ValueError("an SSHExecutor needs at least one host")
-    return parsed
 
 
 class SSHExecutor(Executor):
@@ -296,15 +170,15 @@ class SSHExecutor(Executor):
         self._shutdown = False
         self._broken: Optional[BrokenHostPool] = None
         self._idle = threading.Condition(self._lock)  # notified when _items empties
-        self._hosts: Dict[str, _Host] = {}
+        self._hosts: Dict[str, Host] = {}
         defaults = {"config": config, "python": python, "heartbeat": heartbeat,
                     "ready_timeout": ready_timeout, **pipe_options}
         all_modules = ["workers"] + [m for m in modules if m != "workers"]
-        for name, address, options in _parse_hosts(hosts):
+        for name, address, options in parse_hosts(hosts):
             host_slots = options.pop("slots", slots)
             merged = {**defaults, **options}
             merged["modules"] = all_modules + list(merged.pop("modules", ()) or ())
-            self._hosts[name] = _Host(name, address, host_slots, merged)
+            self._hosts[name] = Host(name, address, host_slots, merged)
         self._start_hosts()
 
     # -- hosts ------------------------------------------------------------
@@ -339,7 +213,7 @@ class SSHExecutor(Executor):
                 f"{h.name}: {h.error}" for h in failures))
             raise error from failures[0].error
 
-    def _start_host(self, host: _Host) -> None:
+    def _start_host(self, host: Host) -> None:
         """Starter thread: open the pipe, start the reader, say hello."""
         options = dict(host.pipe_options)
         pipe = SSHPipe(host.address, handler=WorkerAgent,
@@ -362,7 +236,7 @@ class SSHExecutor(Executor):
                                        name=f"workers-sender-{host.name}", daemon=True)
         host.sender.start()
 
-    def _read_host(self, host: _Host) -> None:
+    def _read_host(self, host: Host) -> None:
         """Reader thread: the host's replies, until its pipe ends."""
         pipe = host.pipe
         assert pipe is not None
@@ -390,7 +264,7 @@ class SSHExecutor(Executor):
                 cause = exc
         self._host_ended(host, cause, clean)
 
-    def _host_ended(self, host: _Host, cause: Optional[BaseException], clean: bool) -> None:
+    def _host_ended(self, host: Host, cause: Optional[BaseException], clean: bool) -> None:
         """The host's pipe ended: requeue or fail what it held."""
         failed: List[Tuple[_WorkItem, BaseException]] = []
         with self._lock:
@@ -439,7 +313,7 @@ class SSHExecutor(Executor):
             pass  # its pinned host is gone: the caller fails it
 
     @staticmethod
-    def _lost_error(host: _Host, item: _WorkItem, cause: Optional[BaseException]) -> HostLostError:
+    def _lost_error(host: Host, item: _WorkItem, cause: Optional[BaseException]) -> HostLostError:
         what = "while running" if item.started else "while holding"
         error = HostLostError(f"{host.name}: host lost {what} task {item.tid} ({item.task.name}): "
                               f"{cause}", host.name)
@@ -457,7 +331,7 @@ class SSHExecutor(Executor):
         return [(item, self._broken) for item in self._items.values() if not item.future.done()]
 
     # -- replies ------------------------------------------------------------
-    def _on_events(self, host: _Host, events: List[tuple]) -> None:
+    def _on_events(self, host: Host, events: List[tuple]) -> None:
         resolved: List[Tuple[_WorkItem, str, tuple]] = []
         run_times: List[float] = []
         with self._lock:
@@ -496,7 +370,7 @@ class SSHExecutor(Executor):
                 self._idle.notify_all()
         self._pump()
 
-    def _tune_prefetch(self, host: _Host, seconds: float) -> None:
+    def _tune_prefetch(self, host: Host, seconds: float) -> None:
         """Keep enough tasks on the host to cover a round trip: many for tasks of
         microseconds, one extra per slot for tasks of 10 ms and more."""
         host.run_time = seconds if host.run_time is None else (
@@ -507,7 +381,7 @@ class SSHExecutor(Executor):
         if slots is not None:
             slots.capacity = slots.slots * (1 + per_slot)
 
-    def _settle(self, host: _Host, item: _WorkItem, kind: str, event: tuple,
+    def _settle(self, host: Host, item: _WorkItem, kind: str, event: tuple,
                 forget: bool = True) -> None:
         """Resolve a future from its host's event (outside the lock); ``forget``:
         drop the item from the unresolved ones too (else the caller does)."""
@@ -618,7 +492,7 @@ class SSHExecutor(Executor):
                 finally:
                     host.end_sending()
 
-    def _send_loop(self, host: _Host) -> None:
+    def _send_loop(self, host: Host) -> None:
         """Sender thread: the host's outbox to its pipe, runs of tasks batched."""
         while True:
             with host.out_cond:
@@ -643,14 +517,14 @@ class SSHExecutor(Executor):
             finally:
                 host.end_sending()
 
-    def _send_message(self, host: _Host, message: tuple) -> bool:
+    def _send_message(self, host: Host, message: tuple) -> bool:
         try:
             host.pipe.send(message)
             return True
         except (PipeBroken, PipeClosed):
             return False  # the host's reader thread sees the end and settles its tasks
 
-    def _send_runs(self, host: _Host, items: List[_WorkItem]) -> None:
+    def _send_runs(self, host: Host, items: List[_WorkItem]) -> None:
         message = ("run", [(item.tid, item.task.fn_payload, item.task.args_payload,
                             item.task.timeout or self.task_timeout) for item in items])
         try:
@@ -852,7 +726,7 @@ def _advance(bar: ProgressBar, weight: int, future: Future) -> None:
     bar.advance(weight)
 
 
-def _close_pipe(host: _Host) -> None:
+def _close_pipe(host: Host) -> None:
     host.close_outbox()
     if host.sender is not None:
         host.sender.join(CLOSE_TIMEOUT)

@@ -1,7 +1,6 @@
 """Shared pieces of the workers tests: task module on the path, executors, waits."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path

@@ -9,8 +9,6 @@ import statistics
 import threading
 import time
 
-import pytest
-
 from sshpipe import SSHPipe, SSHPipeHandler
 from sshpipe.bootstrap import build_bundle
 

@@ -54,3 +54,19 @@ def make_executor(sshd):
     yield make
     for executor in made:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def bare_python(tmp_path_factory) -> str:
+    """A virtual environment of the caller's Python with neither sshpipe nor dill."""
+    import subprocess
+    import venv
+
+    target = tmp_path_factory.mktemp("workers-bare-venv")
+    venv.EnvBuilder(with_pip=False, system_site_packages=False).create(target)
+    python = str(target / "bin" / "python")
+    for module in ("dill", "sshpipe", "workers"):
+        probe = subprocess.run([python, "-c", f"import {module}"], capture_output=True,
+                               cwd=str(target), env={"PATH": "/usr/bin:/bin"}, timeout=60)
+        assert probe.returncode != 0, f"the bare venv must not see {module}"
+    return python

@@ -290,3 +290,17 @@ def test_shutdown_without_wait_returns_at_once_and_closes_later(make_executor):
     assert future.result(timeout=30) is None
     wait_until(lambda: set(executor.hosts.values()) == {HostState.CLOSED}, 20,
                "the host to be closed")
+
+
+def test_zero_install_host_runs_lambdas_and_logs(make_executor, bare_python, tmp_path):
+    """On a Python with neither sshpipe, workers nor dill, tasks (lambdas included),
+    their logs, cancels and timeouts work: everything travels over SSH."""
+    executor = make_executor(python=bare_python, slots=2,
+                             env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    scale = 7
+    assert executor.submit(lambda x: x * scale, 6).result(timeout=30) == 42
+    assert executor.submit(wtasks.chatty, "z").result(timeout=30) == "z"
+    stuck = executor.submit(Task(time.sleep, 30).options(timeout=0.3))
+    with pytest.raises(TaskTimeoutError):
+        stuck.result(timeout=30)
+    assert list(executor.map(abs, range(-5, 0), chunksize=2, timeout=30)) == [5, 4, 3, 2, 1]

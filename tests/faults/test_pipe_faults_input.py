@@ -56,24 +56,17 @@ def test_oversized_message_ends_agent_with_protocol_status(sshd, method):
     rest = [pipe.send(b"x" * (2 * MAX_FRAME)), pipe.send("after")]
     seconds, outcome = _outcome(pipe)
     record("oversized frame caller->agent", method, seconds,
-           f"exitcode={getattr(outcome, 'exitcode', outcome)!r} (xfail: send() should refuse)")
+           f"exitcode={getattr(outcome, 'exitcode', outcome)!r} (send() should refuse: xfail)")
     assert not isinstance(outcome, PipeBroken), outcome
-    assert outcome.exitcode != 0
+    assert outcome.exitcode == 1 and "bad input" in outcome.reason, (outcome, outcome.reason)
     check_accounting([ok] + rest, [ok], outcome.unhandled)
     assert list(outcome.unhandled) == rest
     assert seconds < BOUND
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the agent refuses an oversized frame and exits with status 1 after writing "
-    "its EXIT frame (seen with a plain paramiko channel: status 1, EXIT 'bad input "
-    "from the caller'), but through SSHPipe the caller gets exitcode -1 and the reason "
-    "'killed by a signal': the EXIT frame and exit status are lost, apparently because "
-    "the child's writer is still in channel.sendall() of the big frame when the agent "
-    "ends. Fix: on a failed sendall keep reading the channel until EOF/exit status "
-    "instead of ending the session"))
 def test_oversized_message_reports_agent_status_issue_8(sshd):
-    """The agent's own status (1) and reason reach the caller after it refused a frame."""
+    """The agent's own status (1) and reason reach the caller after it refused a frame
+    (its EXIT frame is not lost while the child is still writing the big frame)."""
     pipe = make_pipe(sshd, max_frame=MAX_FRAME)
     pipe.start()
     pipe.send(b"x" * (2 * MAX_FRAME))

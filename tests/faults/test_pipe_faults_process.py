@@ -63,20 +63,11 @@ def test_caller_killed_remote_agent_and_children_go(sshd, method):
     assert child_gone is not None and child_gone < BOUND
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a caller lost while the handler is busy leaves the agent (and its children) "
-    "running until the handler returns (here 600 s). agent._Agent.tick_loop notices the "
-    "hang-up and calls _exit_hard_after_grace(), whose _kill_children() calls "
-    "signal.signal() from the ticker thread: ValueError ('signal only works in main "
-    "thread'), the ticker dies, os._exit() is never reached. Fix: in that path kill the "
-    "group without signal.signal (os.killpg(pgrp, SIGKILL) after the EXIT frame, or "
-    "signal the group's other pids), and bound the wait by the heartbeat timeout, not "
-    "EXIT_GRACE (5 s > the 1.5 s bound), since a lost caller cannot get results anyway"))
-def test_caller_killed_while_handler_busy_issue_8(sshd):
+def test_caller_killed_while_handler_busy_issue_8(sshd, method):
     """SIGKILL of the caller while the handler is inside handle(): the agent and its
     child still end within the heartbeat bound."""
-    agent_gone, child_gone = _run_caller(sshd, "fork", busy=True, timeout=BOUND)
-    record("caller SIGKILL (handler busy)", "fork", agent_gone,
+    agent_gone, child_gone = _run_caller(sshd, method, busy=True, timeout=BOUND)
+    record("caller SIGKILL (handler busy)", method, agent_gone,
            f"agent gone: {agent_gone is not None}; SSHPipe child gone after "
            f"{child_gone} s")
     assert agent_gone is not None and agent_gone < BOUND

@@ -24,8 +24,8 @@ import time
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 from sshpipe import bootstrap, protocol, serial
-from sshpipe.errors import (AgentStartError, ConnectError, HandshakeError, PipeBroken,
-                            ProtocolError, SSHPipeError, VersionSkewError)
+from sshpipe.errors import (AgentStartError, ConnectError, FrameError, HandshakeError,
+                            PipeBroken, ProtocolError, SSHPipeError, VersionSkewError)
 from sshpipe.protocol import FrameKind
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,7 +42,6 @@ BATCH_BYTES = 256 * 1024
 # How much of the remote's stderr is kept to explain a failed start.
 STDERR_KEPT = 64 * 1024
 
-_CLOSE_KIND = bytes([FrameKind.CLOSE])
 
 
 class ChildSession:
@@ -246,12 +245,19 @@ class ChildSession:
                     continue
                 synced = True
                 data = found
+            if self.exit_info is not None:
+                # After EXIT the agent is done: whatever still comes (a logout
+                # script, a wrapper's echo) is output, not frames.
+                noise = reader.take_buffered() + bytes(data)
+                self.emit(protocol.encode(FrameKind.STDOUT, noise))
+                data = b""
+                continue
             try:
                 # Whole frames are forwarded as they came, in one piece per read;
                 # only HELLO and EXIT are looked into.
                 piece, spans = reader.cut(data)
-            except ProtocolError as exc:
-                raise ProtocolError(f"{pipe.host}: {exc}") from exc
+            except FrameError as exc:
+                raise FrameError(f"{pipe.host}: {exc.reason}", exc.frame_no) from exc
             data = b""
             for kind, start, end in spans:
                 if kind == FrameKind.HELLO:
@@ -262,6 +268,9 @@ class ChildSession:
                     self.exit_info = _json(pipe.host, kind, piece[start:end])
             if piece:
                 self.emit(piece)
+            if self.exit_info is not None and reader.buffered:
+                # What followed EXIT in the same read is output too.
+                self.emit(protocol.encode(FrameKind.STDOUT, reader.take_buffered()))
         # The agent closed its output: collect the exit status.
         self._wait_remote_exit()
         stderr_thread.join(timeout=2.0)
@@ -316,34 +325,27 @@ class ChildSession:
                 return
 
     def _write_requests(self) -> None:
-        """Writer thread: caller frames to the channel, as many as are waiting in one
-        piece; PING when the caller is idle; CLOSE ends the agent's input."""
+        """Writer thread: the caller's frames to the channel, relayed as they come,
+        as many as are waiting in one write; PING (between frames) when the caller
+        is idle. The end of the request pipe (the caller closed it, or died) ends
+        the agent's input."""
         fd = self.requests.fileno()
-        reader = protocol.FrameReader(self.pipe._max_frame + 64)
+        tracker = protocol.FrameTracker()
         buffer = bytearray(BATCH_BYTES)
         view = memoryview(buffer)
         try:
             while not self.closing.is_set():
                 if not self.requests.poll(self.heartbeat):
-                    self._send(protocol.encode(FrameKind.PING))
+                    if tracker.at_boundary:
+                        self._send(protocol.encode(FrameKind.PING))
                     continue
                 count = os.readv(fd, [buffer])
                 if not count:
-                    raise EOFError
-                piece, spans = reader.cut(view[:count])
-                close_at = next((start for kind, start, _ in spans
-                                 if kind == FrameKind.CLOSE), None)
-                if close_at is not None:
-                    # Forward what came before CLOSE, then end the agent's input.
-                    self._send(piece[:close_at - 5])
                     self.channel.shutdown_write()
                     return
-                if piece:
-                    self._send(piece)
-        except EOFError:
-            # The caller is gone: end the session so the agent ends too.
-            self.channel.close()
-        except (OSError, ProtocolError):
+                tracker.advance(view[:count])
+                self._send(view[:count])
+        except (OSError, EOFError):
             self.channel.close()
 
 

@@ -108,19 +108,13 @@ class FrameError(ProtocolError):
 
     def __init__(self, message: str, frame_no: Optional[int] = None):
         self.frame_no = frame_no
+        self.reason = message
         if frame_no is not None:
             message = f"frame {frame_no}: {message}"
         super().__init__(message)
 
     def __reduce__(self):
-        return (_rebuild_frame_error, (self.args[0], self.frame_no))
-
-
-def _rebuild_frame_error(message: str, frame_no: Optional[int]) -> FrameError:
-    error = FrameError.__new__(FrameError)
-    error.frame_no = frame_no
-    Exception.__init__(error, message)
-    return error
+        return (type(self), (self.reason, self.frame_no))
 
 
 class AgentStartError(SSHPipeError):

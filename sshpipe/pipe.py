@@ -127,11 +127,17 @@ def _make_response(values, unhandled, errors, reason) -> Response:
 _PIPES_IN_THIS_PROCESS: "weakref.WeakSet[SSHPipe]" = weakref.WeakSet()
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to a blocking pipe (large writes may be partial)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+def _write_all(fd: int, *parts: bytes) -> None:
+    """Write all of ``parts``, in order, to a blocking pipe: one writev for the
+    usual case, without joining them (a large payload is not copied)."""
+    views = [memoryview(part) for part in parts if part]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
 
 
 def _widen_pipe(fd: int) -> None:
@@ -426,6 +432,7 @@ class SSHPipe(multiprocessing.Process):
             TimeoutError: no room in the window within ``timeout`` seconds.
             VersionSkewError: the object carries code (a function or class sent
                 by value) that the remote's Python version cannot load.
+            ValueError: the serialized object is larger than ``max_frame``.
         """
         payload, has_code = serial.dumps_with_code(obj)
         if isinstance(obj, str) and (obj == self.term_message
@@ -446,6 +453,9 @@ class SSHPipe(multiprocessing.Process):
                          (self.term_message, *SSHPipeHandler.TERM_MESSAGES))
 
     def _send_payload(self, payload: bytes, has_code: bool, timeout: Optional[float]) -> int:
+        if len(payload) + 8 > self._max_frame:
+            raise ValueError(f"{self.host}: a message of {len(payload)} bytes exceeds this "
+                             f"pipe's max_frame of {self._max_frame} bytes")
         remote_python = self._hello.get("python")
         if has_code and remote_python:
             check_code_compatible(self.host, payload, remote_python)
@@ -464,7 +474,8 @@ class SSHPipe(multiprocessing.Process):
                 self._sent_seq += 1
                 seq = self._sent_seq
             try:
-                _write_all(self._request_writer.fileno(), protocol.encode_data(seq, payload))
+                _write_all(self._request_writer.fileno(),
+                           protocol.data_head(seq, len(payload)), payload)
             except OSError as exc:
                 raise PipeBroken(f"{self.host}: the pipe's child process is gone "
                                  f"(message {seq} not sent)") from exc
@@ -625,11 +636,10 @@ class SSHPipe(multiprocessing.Process):
                 self._abort()
 
     def _request_close(self) -> None:
-        try:
-            with self._send_lock:
-                _write_all(self._request_writer.fileno(), protocol.encode(FrameKind.CLOSE))
-        except OSError:
-            pass
+        """End the agent's input: closing the request pipe makes the child shut the
+        channel's write side, so the agent reads end of input and exits."""
+        with self._send_lock:
+            self._request_writer.close()
 
     def terminate(self) -> None:
         """End the child process (SIGTERM); its SSH connection closes, so the agent

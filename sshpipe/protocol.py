@@ -42,10 +42,12 @@ __all__ = [
     "Frame",
     "FrameKind",
     "FrameReader",
+    "FrameTracker",
     "PROTOCOL_VERSION",
     "SYNC",
     "SyncScanner",
     "check_hello",
+    "data_head",
     "decode_json",
     "encode",
     "encode_data",
@@ -94,7 +96,6 @@ class FrameKind(enum.IntEnum):
     STDERR = 65      # child->caller  bytes the remote wrote to stderr
     BROKEN = 66      # child->caller  pickled exception: the pipe failed
     DONE = 67        # child->caller  JSON: exit status; the channel is closed
-    CLOSE = 68       # caller->child  JSON: end the session (timeout)
 
 
 # Code -> kind without an enum call per frame (the hot path of every reader).
@@ -118,15 +119,18 @@ def encode(kind: int, payload: bytes = b"") -> bytes:
     return _HEADER.pack(kind, _ESCAPE) + _LONG_LENGTH.pack(size) + payload
 
 
-def encode_data(seq: int, payload: bytes) -> bytes:
-    """A DATA frame: the sequence number goes before the serialized object.
-    Header and sequence number are packed together, so the payload is copied once."""
-    size = len(payload) + _SEQ.size
+def data_head(seq: int, payload_size: int) -> bytes:
+    """The bytes of a DATA frame before its payload (header and sequence number),
+    so a writer can send them and the payload without joining them."""
+    size = payload_size + _SEQ.size
     if size < _ESCAPE:
-        head = _DATA_HEAD.pack(FrameKind.DATA, size, seq)
-    else:
-        head = _HEADER.pack(FrameKind.DATA, _ESCAPE) + _LONG_LENGTH.pack(size) + _SEQ.pack(seq)
-    return b"".join((head, payload))
+        return _DATA_HEAD.pack(FrameKind.DATA, size, seq)
+    return _HEADER.pack(FrameKind.DATA, _ESCAPE) + _LONG_LENGTH.pack(size) + _SEQ.pack(seq)
+
+
+def encode_data(seq: int, payload: bytes) -> bytes:
+    """A DATA frame: the sequence number goes before the serialized object."""
+    return data_head(seq, len(payload)) + payload
 
 
 def split_seq(payload: bytes) -> Tuple[int, bytes]:
@@ -161,6 +165,17 @@ class FrameReader:
         self.max_frame = max_frame
         self._buffer = bytearray()
         self._count = 0
+        # A bad header found after good frames in the same input: those frames are
+        # returned first, the error is raised by the next call.
+        self._error: Optional[FrameError] = None
+
+    def take_buffered(self) -> bytes:
+        """Give up parsing: return the unparsed bytes (and forget any pending error),
+        for a reader that knows the stream has ended and what follows is not frames."""
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        self._error = None
+        return rest
 
     @property
     def frames_read(self) -> int:
@@ -199,11 +214,24 @@ class FrameReader:
     def _scan(self) -> Tuple[List[Tuple[FrameKind, int, int, int]], int]:
         """Find the complete frames at the front of the buffer: their spans and how
         many bytes they take. Checks kinds and sizes as soon as a header is whole."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
         buffer = self._buffer
-        spans = []
+        spans: List[Tuple[FrameKind, int, int, int]] = []
         offset = 0
         end = len(buffer)
         kinds = _KIND_BY_CODE
+        try:
+            self._scan_into(spans, offset, end, kinds)
+        except FrameError as exc:
+            if not spans:
+                raise
+            self._error = exc
+        return spans, (spans[-1][2] if spans else 0)
+
+    def _scan_into(self, spans: list, offset: int, end: int, kinds: dict) -> None:
+        buffer = self._buffer
         while end - offset >= 5:
             code, size = _HEADER.unpack_from(buffer, offset)
             header = 5
@@ -225,7 +253,52 @@ class FrameReader:
             spans.append((kind, start, start + size, number))
             self._count = number
             offset = start + size
-        return spans, offset
+
+
+class FrameTracker:
+    """Follows frame boundaries in a stream that is relayed as it comes.
+
+    A relay forwards bytes without waiting for whole frames (no payload is copied
+    or held); this only tells it whether the stream stands between two frames,
+    the one place it may insert a frame of its own.
+    """
+
+    def __init__(self) -> None:
+        self._remaining = 0        # payload bytes of the current frame still due
+        self._head = bytearray()   # a header split across reads
+
+    @property
+    def at_boundary(self) -> bool:
+        return not self._remaining and not self._head
+
+    def advance(self, data: bytes) -> None:
+        view = memoryview(data)
+        position, end = 0, len(view)
+        while position < end:
+            if self._remaining:
+                step = min(self._remaining, end - position)
+                self._remaining -= step
+                position += step
+                continue
+            take = min(13 - len(self._head), end - position)
+            self._head += view[position:position + take]
+            position += take
+            if len(self._head) < 5:
+                continue
+            size = int.from_bytes(self._head[1:5], "big")
+            header = 5
+            if size == _ESCAPE:
+                if len(self._head) < 13:
+                    continue
+                size = int.from_bytes(self._head[5:13], "big")
+                header = 13
+            # Bytes taken past the header belong to the payload.
+            extra = len(self._head) - header
+            self._head.clear()
+            self._remaining = size - extra
+            if self._remaining < 0:  # past this frame: re-read the surplus
+                position += self._remaining
+                self._remaining = 0
 
 
 class SyncScanner:

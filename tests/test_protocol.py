@@ -163,3 +163,24 @@ def test_agent_refuses_stream_without_start():
     out, err = agent.communicate(protocol.encode_data(1, b"x"), timeout=30)
     assert agent.returncode == 1
     assert b"expected START" in err
+
+
+@settings(max_examples=200, deadline=None)
+@given(frames=st.lists(st.tuples(KINDS, st.binary(max_size=40)), min_size=1, max_size=12),
+       cuts=st.lists(st.integers(min_value=0, max_value=800), max_size=12))
+def test_frame_tracker_knows_boundaries_however_the_stream_is_split(frames, cuts):
+    """FrameTracker says 'between frames' exactly at frame ends, for any split."""
+    pieces = [protocol.encode(kind, payload) for kind, payload in frames]
+    stream = b"".join(pieces)
+    ends = set()
+    total = 0
+    for piece in pieces:
+        total += len(piece)
+        ends.add(total)
+    points = sorted({c for c in cuts if 0 < c < len(stream)} | {len(stream)})
+    tracker = protocol.FrameTracker()
+    previous = 0
+    for point in points:
+        tracker.advance(stream[previous:point])
+        assert tracker.at_boundary == (point in ends), point
+        previous = point

@@ -4,11 +4,13 @@ Stdlib only (plus sshpipe's shipped modules): shipped to remote hosts with the
 agent. A worker is started by :class:`workers.agent.WorkerAgent` as ``python -c``
 with its end of a socket pair; :class:`Link` frames the messages both ways.
 
-Messages from the agent: ``("run", [(tid, fn_payload, args_payload, timeout), ...])``
-and ``("cancel", tid)``. To the agent: ``("ready",)``, ``("log", tid, fields)``,
-``("done", tid, ok, payload, traceback, seconds)``, ``("dropped", tid)`` (a
-cancelled task that had not started) and ``("ending", tid, reason)`` just before
-the worker ends itself for a cancel or a timeout.
+Messages from the agent: ``("run", [(tid, fn_payload, args_payload, timeout), ...])``,
+``("cancel", tid)`` and ``("return", n)`` (give back up to n waiting tasks). To
+the agent: ``("ready",)``, ``("log", tid, fields)``, ``("done", tid, ok,
+payload, traceback, seconds)``, ``("dropped", tid)`` (a cancelled task that had
+not started), ``("returned", [tid, ...])`` (given back, never started) and
+``("ending", tid, reason)`` just before the worker ends itself for a cancel or a
+timeout.
 """
 from __future__ import annotations
 
@@ -172,6 +174,8 @@ class _TaskQueue:
                         self.state.notify()
                 elif message[0] == "cancel":
                     self._cancel(message[1])
+                elif message[0] == "return":
+                    self._give_back(message[1])
 
     def _cancel(self, tid: int) -> None:
         with self.state:
@@ -182,6 +186,12 @@ class _TaskQueue:
                     del self.queue[index]
                     self.send(("dropped", tid))
                     return
+
+    def _give_back(self, count: int) -> None:
+        """Hand the last ``count`` waiting tasks back to the agent, in order."""
+        with self.state:
+            taken = [self.queue.pop()[0] for _ in range(min(count, len(self.queue)))]
+            self.send(("returned", taken[::-1]))
 
     def _check_deadline(self) -> None:
         with self.state:

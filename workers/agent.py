@@ -96,7 +96,10 @@ KILL_GRACE = 2.0
 # Tasks shorter than SHORT_TASK (moving average) are handed to a worker up to
 # BATCH_DEPTH at a time; longer ones one at a time, so none waits behind another.
 SHORT_TASK = 0.002
-BATCH_DEPTH = 16
+BATCH_DEPTH = 64
+# An idle worker takes back half the tasks waiting in another whose current task
+# has run this long (far past SHORT_TASK: it is not one of the short ones).
+STEAL_AFTER = 0.05
 # Longest a result waits in the agent for others to share its frame, while more
 # tasks are out (a lone result is sent at once).
 COALESCE = 0.001
@@ -184,7 +187,7 @@ class _Worker:
     """One worker process and the tasks handed to it, in order (pool thread only)."""
 
     __slots__ = ("index", "process", "conn", "assigned", "pending", "last_heard", "ending",
-                 "kill_at", "kill_tid", "records", "dropped", "ready")
+                 "kill_at", "kill_tid", "records", "dropped", "ready", "stealing")
 
     def __init__(self, index: int, process: Any, conn: Any):
         self.index = index
@@ -203,6 +206,7 @@ class _Worker:
         self.records: Dict[int, List[dict]] = {}
         self.dropped: Dict[int, int] = {}
         self.ready = False          # it said it booted: tasks go to it without delay
+        self.stealing = False       # asked to give back tasks that wait in it
 
 
 class _Pool:
@@ -306,8 +310,12 @@ class _Pool:
 
     def _next_timeout(self) -> Optional[float]:
         now = time.monotonic()
-        deadlines = [at for at in (self._kill_deadline(w, now) for w in self._live())
-                     if at is not None]
+        live = self._live()
+        deadlines = [at for at in (self._kill_deadline(w, now) for w in live) if at is not None]
+        if not self.queue and any(w.ready and not w.assigned for w in live):
+            # An idle worker: wake up when another's tasks may be worth taking back.
+            deadlines += [w.last_heard + STEAL_AFTER for w in live
+                          if len(w.assigned) > 1 and not w.stealing and w.ending is None]
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - now)
@@ -381,6 +389,7 @@ class _Pool:
 
     def _dispatch(self) -> None:
         if not self.queue:
+            self._steal()
             return
         # Short tasks go over in batches: one hand-over, one wake-up of the worker
         # and one "started" report for many tasks. Long ones one at a time, so
@@ -421,6 +430,32 @@ class _Pool:
                 worker.pending[task[0]] = task
             self._send(worker, ("run", batch))
 
+    def _steal(self) -> None:
+        """A worker is idle while tasks wait in another behind a long one: ask
+        that worker for half of them back (the batches of short tasks are handed
+        over ahead of time, and one may turn out long)."""
+        idle = [w for w in self._live() if w.ready and not w.assigned and w.ending is None
+                and w.kill_at is None]
+        if not idle:
+            return
+        now = time.monotonic()
+        for worker in self._live():
+            if (len(worker.assigned) > 1 and not worker.stealing and worker.ending is None
+                    and now - worker.last_heard > STEAL_AFTER):
+                worker.stealing = True
+                self._send(worker, ("return", len(worker.assigned) // 2))
+
+    def _take_back(self, worker: _Worker, tids: List[int]) -> None:
+        """Tasks a worker gave back, never started: first in line again."""
+        worker.stealing = False
+        for tid in reversed(tids):
+            entry = worker.pending.pop(tid, None)
+            if entry is None:
+                continue
+            worker.assigned.remove(tid)
+            self.queue.appendleft(entry)
+            self.queued.add(tid)
+
     def _read_worker(self, worker: _Worker) -> bool:
         """Take what the worker sent; False once its connection ended (it died)."""
         try:
@@ -444,6 +479,8 @@ class _Pool:
                     self.add_event(("cancelled", message[1]))
             elif kind == "ending":   # it ends itself: that task was cancelled or timed out
                 worker.ending = (message[1], message[2])
+            elif kind == "returned":
+                self._take_back(worker, message[1])
             elif kind == "ready":
                 worker.ready = True
         return True

@@ -90,8 +90,8 @@ CLOSE_TIMEOUT = 15.0
 # at most MAX_PREFETCH_PER_SLOT. More hides latency for tiny tasks; but every task
 # a host holds is at stake when its link fails (it counts as started then) and
 # cannot be balanced to another host.
-PIPELINE_SECONDS = 0.005
-MAX_PREFETCH_PER_SLOT = 32
+PIPELINE_SECONDS = 0.01
+MAX_PREFETCH_PER_SLOT = 128
 # Weight of the newest task in the moving average of a host's task run time.
 RUN_TIME_WEIGHT = 0.1
 

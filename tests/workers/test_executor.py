@@ -304,3 +304,15 @@ def test_zero_install_host_runs_lambdas_and_logs(make_executor, bare_python, tmp
     with pytest.raises(TaskTimeoutError):
         stuck.result(timeout=30)
     assert list(executor.map(abs, range(-5, 0), chunksize=2, timeout=30)) == [5, 4, 3, 2, 1]
+
+
+def test_short_tasks_behind_a_long_one_are_taken_back(executor):
+    """Short tasks handed to a worker in a batch do not wait behind a long one
+    there while another worker is idle: the idle one takes them back."""
+    list(executor.map(abs, range(200), timeout=30))  # the host now sees short tasks
+    long_one = executor.submit(time.sleep, 2.0)
+    shorts = [executor.submit(abs, -i) for i in range(40)]
+    done, not_done = wait(shorts, timeout=1.2)
+    assert not not_done, f"{len(not_done)} short tasks waited behind the long one"
+    assert not long_one.done()
+    assert long_one.result(timeout=30) is None

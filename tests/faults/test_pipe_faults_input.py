@@ -148,6 +148,32 @@ def test_random_bytes_from_remote_give_typed_error(sshd, method, garbage, after_
     assert seconds < 0.2 + BOUND
 
 
+@settings(max_examples=4, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payloads=st.lists(st.binary(min_size=0, max_size=200), min_size=1, max_size=25))
+def test_random_payloads_are_replied_or_errors(sshd, method, payloads):
+    """Random bytes as message payloads (send_bytes): the agent (tolerance -1) answers
+    each with a reply or a per-message error and goes on; none is lost."""
+    with make_pipe(sshd, env={"FAULT_TOLERANCE": "-1"}) as pipe:
+        seqs = [pipe.send_bytes(payload) for payload in payloads]
+        marker = pipe.send("end of random payloads")
+        started = time.monotonic()
+        replies = []
+        while True:
+            reply = pipe.recv(timeout=15)
+            if isinstance(reply, str) and reply == "end of random payloads":
+                break
+            replies.append(reply)
+        seconds = time.monotonic() - started
+        response = pipe.close(timeout=30)
+    errored = [error.seq for error in response.errors]
+    record("random payload bytes (hypothesis)", method, seconds,
+           f"{len(replies)} replied, {len(errored)} errors of {len(seqs)}")
+    assert response.exitcode == 0 and response.unhandled == ()
+    assert len(replies) + len(errored) == len(seqs) and set(errored) <= set(seqs)
+    del marker
+
+
 # -- shell noise ------------------------------------------------------------------------
 NOISY = ('ForceCommand echo "Welcome to $(hostname)"; printf "rc noise\\0\\1\\n"; '
          'eval "$SSH_ORIGINAL_COMMAND"\n')

@@ -66,6 +66,9 @@ _CHILD_EXIT_TIMEOUT = 10.0
 # A thread in recv() reads events for at most this long before it re-checks the
 # pipe's state (and lets the events thread read).
 _PUMP_SLICE = 0.5
+# Bytes read from the event pipe at a time: a burst of small frames in one read,
+# a large reply in a few (a buffer this size is kept per pipe).
+_EVENT_READ = 256 * 1024
 # Buffer of the OS pipes between caller and child; 1 MiB is Linux's default
 # ceiling for unprivileged processes (fs.pipe-max-size).
 _PIPE_BUFFER = 1 << 20
@@ -268,12 +271,12 @@ class SSHPipe(multiprocessing.Process):
 
     # Attributes that exist only in the caller's process and never travel to the
     # child under spawn/forkserver (locks, threads, user callbacks).
-    _CALLER_ONLY = ("_cond", "_send_lock", "_events_thread", "_replies", "callback", "logger",
-                    "handler", "_handler_call", "_reader_lock", "_event_frames", "_events_done",
-                    "_event_buffer", "_event_view",
-                    "_state", "_hello", "_sent_seq", "_acked_seq", "_errors", "_stdout",
-                    "_stderr", "_done", "_broken_error", "_term_sent", "_callback_called", "_close_seq",
-                    "_request_writer", "_event_reader")
+    _CALLER_ONLY = (
+        "_cond", "_send_lock", "_events_thread", "_replies", "callback", "logger", "handler",
+        "_handler_call", "_reader_lock", "_event_frames", "_events_done", "_event_buffer",
+        "_event_view", "_state", "_hello", "_sent_seq", "_acked_seq", "_errors", "_stdout",
+        "_stderr", "_done", "_broken_error", "_term_sent", "_callback_called", "_close_seq",
+        "_request_writer", "_event_reader")
 
     def _init_caller_state(self) -> None:
         self._cond = threading.Condition()
@@ -296,7 +299,7 @@ class SSHPipe(multiprocessing.Process):
         # a thread in recv() that reads for itself (one thread hop less per reply).
         self._reader_lock = threading.Lock()
         self._event_frames = protocol.FrameReader(self._max_frame + 64)
-        self._event_buffer = bytearray(_PIPE_BUFFER)
+        self._event_buffer = bytearray(_EVENT_READ)
         self._event_view = memoryview(self._event_buffer)
         self._events_done = False
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sshpipe import (AgentStartError, PipeBroken, PipeClosed, PipeState, SSHPipe)
+from sshpipe import AgentStartError, PipeBroken, PipeClosed, PipeState, SSHPipe
+from sshpipe.testing import is_alive, wait_gone
 
 AGENTS = Path(__file__).parent / "agents"
 ECHO = str(AGENTS / "echo_agent.py")
@@ -19,23 +20,6 @@ def make_pipe(sshd, command=ECHO, **kwargs) -> SSHPipe:
     kwargs.setdefault("python", sshd.python)
     kwargs.setdefault("ready_timeout", 30)
     return SSHPipe(sshd.alias, command, config=sshd.config_path, **kwargs)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture
@@ -53,14 +37,14 @@ def test_start_returns_after_hello_with_remote_details(sshd):
         info = pipe.remote_info
         assert pipe.state is PipeState.RUNNING
         assert info["protocol"] == 1 and info["handler"] == "EchoAgent"
-        assert info["python"].startswith("3.") and _alive(info["pid"])
-        assert pipe.is_alive()
+        assert info["python"].startswith("3.") and is_alive(info["pid"])
+        assert pipe.isis_alive()
         assert "running" in repr(pipe)
     finally:
         response = pipe.close(timeout=30)
     assert response == (0, "", "")
     assert pipe.state is PipeState.CLOSED
-    assert pipe.exitcode == 0 and not pipe.is_alive()
+    assert pipe.exitcode == 0 and not pipe.isis_alive()
 
 
 def test_objects_round_trip_in_order(pipe):
@@ -287,10 +271,10 @@ def test_killing_child_process_ends_remote_agent_and_its_children(sshd):
     agent_pid = pipe.remote_info["pid"]
     pipe.send(("cmd", "spawn"))
     grandchild = pipe.recv(timeout=10)
-    assert _alive(grandchild)
+    assert is_alive(grandchild)
     pipe.kill()
-    assert _wait_gone(agent_pid, 10), "agent still running"
-    assert _wait_gone(grandchild, 10), "agent's child still running"
+    assert not wait_gone([agent_pid], 10), "agent still running"
+    assert not wait_gone([grandchild], 10), "agent's child still running"
     with pytest.raises(PipeBroken):
         pipe.response(timeout=10)
     with pytest.raises(PipeBroken):

@@ -10,7 +10,7 @@
 """
 from sshpipe.testing._netns import NamespaceHost, NamespaceHosts, netns_unavailable_reason
 from sshpipe.testing._sshd import (LocalSSHServer, SSHServerError, descendants, free_port,
-                                   generate_key, owned_sshd_pids)
+                                   generate_key, is_alive, owned_sshd_pids, wait_gone)
 
 __all__ = [
     "LocalSSHServer",
@@ -20,6 +20,8 @@ __all__ = [
     "descendants",
     "free_port",
     "generate_key",
+    "is_alive",
     "netns_unavailable_reason",
     "owned_sshd_pids",
+    "wait_gone",
 ]

@@ -17,12 +17,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import List, Optional
+from typing import Iterable, List, Optional
 
 from sshpipe.errors import SSHPipeError
 
 __all__ = ["LocalSSHServer", "SSHServerError", "descendants", "find_sshd", "free_port",
-           "generate_key", "owned_sshd_pids"]
+           "generate_key", "is_alive", "owned_sshd_pids", "wait_gone"]
 
 # How long sshd may take to accept SSH after being started. It is usually ready in
 # about 10 ms; a loaded CI machine can be a hundred times slower.
@@ -317,7 +317,7 @@ class LocalSSHServer:
         except subprocess.TimeoutExpired:
             pass
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_exists(pid) for pid in victims[1:]):
+        while time.monotonic() < deadline and any(is_alive(pid) for pid in victims[1:]):
             time.sleep(0.01)
         for pid in victims:
             _signal(pid, signal.SIGKILL)
@@ -371,12 +371,25 @@ def descendants(pid: int) -> List[int]:
     return found
 
 
-def _exists(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
+    """True while process ``pid`` runs (a zombie waiting to be reaped does not)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except OSError:
         return False
+
+
+def wait_gone(pids: Iterable[int], timeout: float) -> List[int]:
+    """Wait up to ``timeout`` seconds for every process in ``pids`` to end; return
+    those still alive (empty when all are gone)."""
+    pending = list(pids)
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = [pid for pid in pending if is_alive(pid)]
+        if not pending or time.monotonic() >= deadline:
+            return pending
+        time.sleep(0.01)
 
 
 def _signal(pid: int, signum: int) -> None:
@@ -394,7 +407,7 @@ def owned_sshd_pids(owner: int) -> List[int]:
     for pid in descendants(owner):
         try:
             with open(f"/proc/{pid}/comm", "rb") as comm:
-                if comm.read().strip() == b"sshd" and _exists(pid):
+                if comm.read().strip() == b"sshd" and is_alive(pid):
                     found.append(pid)
         except OSError:
             continue

@@ -130,6 +130,32 @@ def test_link_down_is_detected_by_heartbeat_and_host_usable_after_link_up(netns_
            "ok")
 
 
+@pytest.mark.netns
+def test_short_link_outage_within_bound_is_survived(netns_hosts, method):
+    """A link down for less than the heartbeat bound (TCP retransmits) is not a dead
+    peer: the pipe goes on and nothing is lost."""
+    host = netns_hosts[1]
+    with SSHPipe(host.alias, command=[host.server.python, os.path.join(
+            os.path.dirname(__file__), "agents", "fault_agent.py")],
+            config=netns_hosts.config_path, heartbeat=0.5, ready_timeout=30) as pipe:
+        pipe.send("before")
+        assert pipe.recv(timeout=10) == "before"
+        netns_hosts.link_down(1)
+        try:
+            sent = [pipe.send(n) for n in range(5)]
+            time.sleep(0.15)  # TCP's first retransmission (200 ms) finds it back
+        finally:
+            netns_hosts.link_up(1)
+        started = time.monotonic()
+        assert [pipe.recv(timeout=10) for _ in range(5)] == list(range(5))
+        recovered = time.monotonic() - started
+        response = pipe.close(timeout=30)
+    record("netns link down 0.15 s (< bound), then up", method, recovered,
+           f"survived, exitcode={response.exitcode}")
+    assert response.exitcode == 0 and response.unhandled == ()
+    del sent
+
+
 def _connect_failure(pipe):
     started = time.monotonic()
     with pytest.raises(ConnectError) as info:

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from faultkit import (BOUND, FAULT_AGENT, alive, check_accounting, drain, make_pipe, record, unhandled_in,
-                      wait_gone)
+from faultkit import (BOUND, FAULT_AGENT, alive, check_accounting, drain, make_pipe, record,
+                      unhandled_in, wait_gone)
 from sshpipe import PipeBroken, PipeClosed, PipeState
 
 

@@ -3,16 +3,13 @@ frames, shell noise around the agent, a handler printing, unpicklable objects an
 broken config file."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from faultkit import (BOUND, FAULT_AGENT, alive, check_accounting, drain, make_pipe,
+from faultkit import (BOUND, FAULT_AGENT, check_accounting, drain, make_pipe,
                       record, unhandled_in, wait_gone)
 from sshpipe import (AgentStartError, FrameError, PipeBroken, PipeState, ProtocolError,
                      SSHConfigError, SSHPipe, SSHPipeError, SSHPipeHandler, protocol)
@@ -114,7 +111,7 @@ def test_random_payloads_are_replied_or_errors(sshd, method, payloads):
     each with a reply or a per-message error and goes on; none is lost."""
     with make_pipe(sshd, env={"FAULT_TOLERANCE": "-1"}) as pipe:
         seqs = [pipe.send_bytes(payload) for payload in payloads]
-        marker = pipe.send("end of random payloads")
+        pipe.send("end of random payloads")
         started = time.monotonic()
         replies = []
         while True:
@@ -129,7 +126,6 @@ def test_random_payloads_are_replied_or_errors(sshd, method, payloads):
            f"{len(replies)} replied, {len(errored)} errors of {len(seqs)}")
     assert response.exitcode == 0 and response.unhandled == ()
     assert len(replies) + len(errored) == len(seqs) and set(errored) <= set(seqs)
-    del marker
 
 
 # -- shell noise ------------------------------------------------------------------------
@@ -192,7 +188,6 @@ def test_background_noise_mid_stream_breaks_pipe_with_frame_error(method):
                 time.sleep(0.05)
         except PipeBroken:
             pass
-        noticed = time.monotonic()
         seconds, outcome = _outcome(pipe)
         replies += drain(pipe)
     record("shell background job prints mid-stream", method, None,
@@ -200,7 +195,6 @@ def test_background_noise_mid_stream_breaks_pipe_with_frame_error(method):
     assert replies == list(range(len(replies)))
     assert isinstance(outcome, PipeBroken) and isinstance(outcome.__cause__, ProtocolError)
     check_accounting(sent, sent[:len(replies)], unhandled_in(outcome))
-    del noticed
 
 
 # -- the handler prints -----------------------------------------------------------------
@@ -236,7 +230,6 @@ class HoldsGenerator(SSHPipeHandler):
 def test_unpicklable_handler_fails_start_in_caller(sshd, method):
     """A handler that cannot be serialized fails start() in the caller, before any
     process or connection exists; the pipe stays NEW."""
-    before = set(os.listdir("/proc"))
     pipe = SSHPipe(sshd.alias, handler=HoldsGenerator(), config=sshd.config_path,
                    python=sshd.python, heartbeat=0.5)
     started = time.monotonic()
@@ -246,7 +239,6 @@ def test_unpicklable_handler_fails_start_in_caller(sshd, method):
     record("unpicklable handler", method, seconds, "TypeError from start()")
     assert pipe.state is PipeState.NEW and pipe.pid is None
     assert pipe.close() == (None, "", "")
-    del before
 
 
 def test_unpicklable_message_raises_and_pipe_goes_on(sshd, method):

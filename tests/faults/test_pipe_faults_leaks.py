@@ -8,7 +8,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 
 from faultkit import (FAULT_AGENT, alive, fd_count, make_pipe, record, rss_kib, wait_until)
 from sshpipe.testing import descendants

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from faultkit import BOUND, FAULT_AGENT, HERE, alive, make_pipe, record
+from faultkit import FAULT_AGENT, HERE, make_pipe, record
 from sshpipe import (AuthenticationError, HostKeyError, PipeState, SSHConfigError,
                      SSHPipe)
 from sshpipe.testing import LocalSSHServer, generate_key

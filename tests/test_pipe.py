@@ -38,13 +38,13 @@ def test_start_returns_after_hello_with_remote_details(sshd):
         assert pipe.state is PipeState.RUNNING
         assert info["protocol"] == 1 and info["handler"] == "EchoAgent"
         assert info["python"].startswith("3.") and is_alive(info["pid"])
-        assert pipe.isis_alive()
+        assert pipe.is_alive()
         assert "running" in repr(pipe)
     finally:
         response = pipe.close(timeout=30)
     assert response == (0, "", "")
     assert pipe.state is PipeState.CLOSED
-    assert pipe.exitcode == 0 and not pipe.isis_alive()
+    assert pipe.exitcode == 0 and not pipe.is_alive()
 
 
 def test_objects_round_trip_in_order(pipe):

@@ -240,8 +240,7 @@ def test_scheduler_balances_by_free_slots_and_honours_pins():
 
 
 def test_task_holding_the_gil_is_still_timed_out(executor):
-    """A task stuck in C code with the GIL (the worker cannot end it itself) is
-    killed by the agent after the grace period; the host serves on."""
+    """A task holding the GIL in C code is killed by the agent after the grace period."""
     import re
 
     from workers.agent import KILL_GRACE
@@ -293,8 +292,7 @@ def test_shutdown_without_wait_returns_at_once_and_closes_later(make_executor):
 
 
 def test_zero_install_host_runs_lambdas_and_logs(make_executor, bare_python, tmp_path):
-    """On a Python with neither sshpipe, workers nor dill, tasks (lambdas included),
-    their logs, cancels and timeouts work: everything travels over SSH."""
+    """On a Python without sshpipe, workers or dill, lambdas, logs and timeouts work."""
     executor = make_executor(python=bare_python, slots=2,
                              env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     scale = 7
@@ -307,8 +305,7 @@ def test_zero_install_host_runs_lambdas_and_logs(make_executor, bare_python, tmp
 
 
 def test_short_tasks_behind_a_long_one_are_taken_back(executor):
-    """Short tasks handed to a worker in a batch do not wait behind a long one
-    there while another worker is idle: the idle one takes them back."""
+    """Short tasks batched behind a long one are taken back by an idle worker."""
     list(executor.map(abs, range(200), timeout=30))  # the host now sees short tasks
     long_one = executor.submit(time.sleep, 2.0)
     shorts = [executor.submit(abs, -i) for i in range(40)]

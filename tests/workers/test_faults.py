@@ -68,8 +68,7 @@ def _check_outcomes(futures, directory, lost_host):
 
 
 def test_killed_agent_retries_or_fails_each_task_it_ran(fleet, netns_hosts, tmp_path):
-    """Killing one host's agent: its tasks rerun elsewhere if retries allow, else
-    fail with HostLostError naming it; nothing runs twice unless retried."""
+    """A killed agent's tasks rerun elsewhere or fail with HostLostError, never twice."""
     directory = str(tmp_path)
     victim = netns_hosts[1].alias
     futures = _submit(fleet, directory, 36, 0.3, retries_of=lambda i: i % 2)
@@ -92,8 +91,7 @@ def test_killed_agent_retries_or_fails_each_task_it_ran(fleet, netns_hosts, tmp_
 
 
 def test_link_down_mid_run_is_detected_and_tasks_resolve(fleet, netns_hosts, tmp_path):
-    """A host whose link goes down is lost after the heartbeat bound; each of its
-    tasks is retried or fails with HostLostError; the others finish."""
+    """A cut link is noticed within the heartbeat bound; its tasks retry or fail."""
     directory = str(tmp_path)
     index = 2
     victim = netns_hosts[index].alias
@@ -114,8 +112,7 @@ def test_link_down_mid_run_is_detected_and_tasks_resolve(fleet, netns_hosts, tmp
 
 
 def test_every_host_lost_breaks_the_pool_at_once(fleet, netns_hosts, tmp_path):
-    """When the last host is lost every unresolved future fails at once and the
-    executor refuses new work with BrokenHostPool."""
+    """Losing the last host fails every future at once and breaks the executor."""
     directory = str(tmp_path)
     futures = _submit(fleet, directory, 40, 0.5, retries_of=lambda i: 3)
     _wait_running_on(futures, netns_hosts[0].alias, directory)

@@ -62,6 +62,7 @@ import functools
 import itertools
 import logging
 import math
+import platform
 import threading
 import time
 from concurrent.futures import Executor, Future, InvalidStateError
@@ -69,7 +70,8 @@ from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional, Seq
                     Tuple, Union)
 
 from sshpipe import serial
-from sshpipe.errors import PipeBroken, PipeClosed, RemoteTraceback, SSHPipeError
+from sshpipe.errors import (PipeBroken, PipeClosed, RemoteTraceback, SSHPipeError,
+                            VersionSkewError)
 from sshpipe.pipe import SSHPipe
 from workers._future import TaskFuture
 from workers._hosts import Host, HostSpec, HostState, parse_hosts
@@ -94,6 +96,8 @@ PIPELINE_SECONDS = 0.01
 MAX_PREFETCH_PER_SLOT = 128
 # Weight of the newest task in the moving average of a host's task run time.
 RUN_TIME_WEIGHT = 0.1
+
+_LOCAL_PYTHON = platform.python_version()
 
 class _WorkItem:
     """One task on its way: the future, the payloads, where it is."""
@@ -525,6 +529,26 @@ class SSHExecutor(Executor):
             return False  # the host's reader thread sees the end and settles its tasks
 
     def _send_runs(self, host: Host, items: List[_WorkItem]) -> None:
+        remote = host.info.get("python", "")
+        if remote.split(".")[:2] != _LOCAL_PYTHON.split(".")[:2]:
+            # The tasks travel as bytes inside the message, so the pipe cannot see
+            # the code they carry: check each one here.
+            skewed = [item for item in items if item.task.carries_code]
+            if skewed:
+                items = [item for item in items if not item.task.carries_code]
+                for item in skewed:
+                    with self._lock:
+                        self._scheduler.release(host.name, item.tid)
+                        item.host = None
+                    self._resolve(item, error=VersionSkewError(
+                        f"{host.name}: task {item.tid} ({item.task.name}) carries Python code "
+                        f"(a function or class sent by value) made by Python {_LOCAL_PYTHON}, "
+                        f"which Python {remote} there cannot load; define it in a module "
+                        f"shipped with modules=[...] or use the same Python minor version",
+                        host.name, local=_LOCAL_PYTHON, remote=remote))
+                self._pump()
+                if not items:
+                    return
         message = ("run", [(item.tid, item.task.fn_payload, item.task.args_payload,
                             item.task.timeout or self.task_timeout) for item in items])
         try:

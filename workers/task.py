@@ -84,6 +84,12 @@ class Task:
         copy.host = self.host if host is None else host
         return copy
 
+    @property
+    def carries_code(self) -> bool:
+        """True when the task holds code sent by value (a lambda, a closure, a
+        ``__main__`` function): it loads only on the caller's Python minor."""
+        return serial.carries_code(self.fn_payload) or serial.carries_code(self.args_payload)
+
     def run(self) -> Any:
         """Run the task here, in this process (as a worker would)."""
         fn, args, kwargs = load_call(self.fn_payload, self.args_payload)

@@ -313,3 +313,21 @@ def test_short_tasks_behind_a_long_one_are_taken_back(executor):
     assert not not_done, f"{len(not_done)} short tasks waited behind the long one"
     assert not long_one.done()
     assert long_one.result(timeout=30) is None
+
+
+def test_code_for_another_python_fails_its_future_not_the_host(make_executor, tmp_path):
+    """A lambda sent to a host on another Python minor fails with VersionSkewError;
+    builtins and shipped functions still run there."""
+    from pathlib import Path
+
+    from sshpipe import VersionSkewError
+
+    candidates = sorted(Path.home().glob(".pyenv/versions/3.9.*/bin/python3"))
+    if not candidates:
+        pytest.skip("no CPython 3.9 under ~/.pyenv")
+    executor = make_executor(python=str(candidates[0]), slots=1,
+                             env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    with pytest.raises(VersionSkewError):
+        executor.submit(lambda: 1).result(timeout=30)
+    assert executor.submit(abs, -9).result(timeout=30) == 9
+    assert executor.submit(wtasks.chatty, "old").result(timeout=30) == "old"

@@ -60,7 +60,7 @@ def _kill_sshd_mid_stream():
         wait_gone([agent], BOUND)
         agent_gone = time.monotonic() - killed
     by_value = {n: seq for seq, n in sent.items()}
-    acked = range(1, pipe._sent_seq - pipe.pending + 1)
+    acked = range(1, max(sent) - pipe.pending + 1)
     return seconds, outcome, sent, [by_value[n] for n in replies], acked, agent_gone
 
 

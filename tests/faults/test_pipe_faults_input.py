@@ -3,6 +3,7 @@ frames, shell noise around the agent, a handler printing, unpicklable objects an
 broken config file."""
 from __future__ import annotations
 
+import pickle
 import time
 
 import pytest
@@ -103,12 +104,25 @@ def test_random_bytes_from_remote_give_typed_error(sshd, method, garbage, after_
     assert seconds < 0.2 + BOUND
 
 
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+    | st.binary(),
+    lambda children: st.lists(children, max_size=4) | st.tuples(children, children)
+    | st.dictionaries(st.text(max_size=5), children, max_size=4), max_leaves=10)
+
+
 @settings(max_examples=4, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(payloads=st.lists(st.binary(min_size=0, max_size=200), min_size=1, max_size=25))
+@given(payloads=st.lists(st.one_of(
+    st.binary(min_size=0, max_size=200),
+    _VALUES.map(lambda value: pickle.dumps(value, protocol=5)),
+    st.tuples(_VALUES, st.integers(1, 40)).map(
+        lambda pair: pickle.dumps(pair[0], protocol=5)[:-pair[1]])),  # truncated
+    min_size=1, max_size=25))
 def test_random_payloads_are_replied_or_errors(sshd, method, payloads):
-    """Random bytes as message payloads (send_bytes): the agent (tolerance -1) answers
-    each with a reply or a per-message error and goes on; none is lost."""
+    """Random bytes, valid pickles and truncated pickles as message payloads
+    (send_bytes): the agent (tolerance -1) answers each with a reply or a per-message
+    error and goes on; none is lost."""
     with make_pipe(sshd, env={"FAULT_TOLERANCE": "-1"}) as pipe:
         seqs = [pipe.send_bytes(payload) for payload in payloads]
         pipe.send("end of random payloads")

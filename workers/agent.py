@@ -103,6 +103,8 @@ STEAL_AFTER = 0.05
 # Longest a result waits in the agent for others to share its frame, while more
 # tasks are out (a lone result is sent at once).
 COALESCE = 0.001
+# ... and while the results waiting are smaller than this: big ones go at once.
+COALESCE_BYTES = 1 << 20
 
 
 class WorkerAgent(SSHPipeHandler):
@@ -223,6 +225,7 @@ class _Pool:
         self.cancelled_early: Set[int] = set()
         self.events: List[tuple] = []
         self.events_since = 0.0   # when the oldest unsent event was made
+        self.events_bytes = 0     # size of the results among them
         self.boot_failures = 0
         # Moving average of task run times: short tasks are handed over in batches.
         self.run_time = 1.0
@@ -238,6 +241,9 @@ class _Pool:
     def add_event(self, event: tuple) -> None:
         if not self.events:
             self.events_since = time.monotonic()
+            self.events_bytes = 0
+        if event[0] == "done":
+            self.events_bytes += len(event[3])
         self.events.append(event)
 
     # -- workers ----------------------------------------------------------
@@ -290,7 +296,8 @@ class _Pool:
                 # tasks are still out: one frame carries many. A lone result (or a
                 # "ready") goes at once.
                 wait = self.events_since + COALESCE - time.monotonic()
-                if wait <= 0 or not (self.queue or any(w.assigned for w in self._live())):
+                if (wait <= 0 or self.events_bytes >= COALESCE_BYTES
+                        or not (self.queue or any(w.assigned for w in self._live()))):
                     self.agent._flush_replies(self.take_events())
                 else:
                     timeout = wait if timeout is None else min(timeout, wait)

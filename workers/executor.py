@@ -97,6 +97,9 @@ MAX_PREFETCH_PER_SLOT = 128
 # Weight of the newest task in the moving average of a host's task run time.
 RUN_TIME_WEIGHT = 0.1
 
+# The largest "run" message the sender makes of several tasks.
+MESSAGE_BYTES = 4 << 20
+
 _LOCAL_PYTHON = platform.python_version()
 
 class _WorkItem:
@@ -548,6 +551,16 @@ class SSHExecutor(Executor):
                         host.name, local=_LOCAL_PYTHON, remote=remote))
                 self._pump()
                 if not items:
+                    return
+        # Messages of about MESSAGE_BYTES at most: a burst of tasks with large
+        # arguments must not become one huge frame.
+        if len(items) > 1:
+            size = 0
+            for index, item in enumerate(items):
+                size += len(item.task.fn_payload) + len(item.task.args_payload)
+                if size > MESSAGE_BYTES and index:
+                    self._send_runs(host, items[:index])
+                    self._send_runs(host, items[index:])
                     return
         message = ("run", [(item.tid, item.task.fn_payload, item.task.args_payload,
                             item.task.timeout or self.task_timeout) for item in items])

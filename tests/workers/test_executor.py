@@ -331,3 +331,10 @@ def test_code_for_another_python_fails_its_future_not_the_host(make_executor, tm
         executor.submit(lambda: 1).result(timeout=30)
     assert executor.submit(abs, -9).result(timeout=30) == 9
     assert executor.submit(wtasks.chatty, "old").result(timeout=30) == "old"
+
+
+def test_large_arguments_and_results_round_trip(executor):
+    """Tasks with megabytes of arguments and results, many at once, all come back."""
+    blobs = [bytes([i]) * (3 << 20) for i in range(6)]
+    results = list(executor.map(lambda blob: blob[::-1], blobs, timeout=60))
+    assert results == blobs

@@ -97,6 +97,8 @@ KILL_GRACE = 2.0
 # BATCH_DEPTH at a time; longer ones one at a time, so none waits behind another.
 SHORT_TASK = 0.002
 BATCH_DEPTH = 64
+# Bytes of tasks waiting in one worker, at most (a batch may pass it by one task).
+MAX_BACKLOG_BYTES = 128 * 1024
 # An idle worker takes back half the tasks waiting in another whose current task
 # has run this long (far past SHORT_TASK: it is not one of the short ones).
 STEAL_AFTER = 0.05
@@ -209,6 +211,12 @@ class _Worker:
         self.dropped: Dict[int, int] = {}
         self.ready = False          # it said it booted: tasks go to it without delay
         self.stealing = False       # asked to give back tasks that wait in it
+
+
+def _backlog_bytes(worker: _Worker) -> int:
+    """Bytes of the tasks handed to a worker that it has not started (about)."""
+    return sum(len(task[1]) + len(task[2]) for tid, task in worker.pending.items()
+               if not worker.assigned or tid != worker.assigned[0])
 
 
 class _Pool:
@@ -409,18 +417,23 @@ class _Pool:
             return
         workers.sort(key=lambda w: len(w.assigned))
         handed: Dict[int, List[tuple]] = {}
+        backlog = {w.index: _backlog_bytes(w) for w in workers}
         # Fill the emptiest first, round-robin, so a short queue still spreads.
         while self.queue and workers:
             for worker in list(workers):
                 if not self.queue:
                     break
-                if len(worker.assigned) + len(handed.get(worker.index, ())) >= depth:
+                batch = handed.get(worker.index, ())
+                # A worker busy in C code with the GIL held reads nothing: what
+                # waits for it must fit its socket, or sending would stall the pool.
+                if len(worker.assigned) + len(batch) >= depth or (
+                        batch and backlog[worker.index] >= MAX_BACKLOG_BYTES):
                     workers.remove(worker)
                     continue
-                tid, fn_payload, args_payload, timeout = self.queue.popleft()
-                self.queued.discard(tid)
-                handed.setdefault(worker.index, []).append(
-                    (tid, fn_payload, args_payload, timeout))
+                task = self.queue.popleft()
+                self.queued.discard(task[0])
+                backlog[worker.index] += len(task[1]) + len(task[2])
+                handed.setdefault(worker.index, []).append(task)
         if not handed:
             return
         # The caller must know a task started before it can start: see the

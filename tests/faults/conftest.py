@@ -7,7 +7,6 @@ import json
 import multiprocessing
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -36,16 +35,18 @@ def method(request):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Print the matrix; with SSHPIPE_FAULTS_REPORT=<path> also write it as JSON."""
     rows = faultkit.MATRIX
     if not rows:
         return
-    path = os.path.join(tempfile.gettempdir(), "sshpipe-fault-matrix.json")
-    with open(path, "w", encoding="utf-8") as out:
-        json.dump(rows, out, indent=1)
+    path = os.environ.get("SSHPIPE_FAULTS_REPORT")
+    if path:
+        with open(path, "w", encoding="utf-8") as out:
+            json.dump(rows, out, indent=1)
     write = terminalreporter.write_line
     write("")
     write(f"fault matrix (detection bound {faultkit.DEAD_BOUND:g} s + {faultkit.SLACK:g} s "
-          f"slack; also in {path})")
+          f"slack){'; written to ' + path if path else ''}")
     write(f"{'case':58} {'method':7} {'seconds':>8}  result")
     for row in sorted(rows, key=lambda r: (r["case"], r["method"])):
         seconds = "-" if row["seconds"] is None else f"{row['seconds']:.3f}"

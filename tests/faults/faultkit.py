@@ -2,7 +2,7 @@
 
 Every case measures how long the fault took to reach the caller as a typed error
 and records it with :func:`record`; ``conftest.py`` prints the whole matrix at the
-end of the run (and writes it as JSON next to pytest's cache).
+end of the run (and writes it as JSON to ``$SSHPIPE_FAULTS_REPORT`` when set).
 """
 from __future__ import annotations
 

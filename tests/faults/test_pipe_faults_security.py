@@ -206,14 +206,16 @@ def test_fallback_cache_is_private_and_removed_issue_8(sshd, tmp_path):
     cache = tmp_path / "cache"
     (cache / "sshpipe").mkdir(parents=True)
     os.chmod(cache / "sshpipe", 0o777)
-    with make_pipe(sshd, env={"XDG_CACHE_HOME": str(cache)}) as pipe:
-        used = Path(pipe.remote_info["cache"])
+    used = None
+    try:
+        with make_pipe(sshd, env={"XDG_CACHE_HOME": str(cache)}) as pipe:
+            used = Path(pipe.remote_info["cache"])
         assert used != cache / "sshpipe"
         assert stat.S_IMODE(used.lstat().st_mode) == 0o700
-    try:
         assert not used.exists()
     finally:
-        shutil.rmtree(used, ignore_errors=True)
+        if used is not None and used != cache / "sshpipe":
+            shutil.rmtree(used, ignore_errors=True)
 
 
 # -- quoting ------------------------------------------------------------------------

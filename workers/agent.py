@@ -25,9 +25,12 @@ Actors:
   every message. It never blocks there: it appends the message to the inbox and
   wakes the pool thread through a pipe.
 - The **pool thread** owns every worker, the local task queue and the inbox's
-  consumer side. It starts the workers and hands queued tasks over: one at a
-  time, or up to :data:`BATCH_DEPTH` at a time while tasks are short (then one
-  hand-over, one wake-up and one report serve many tasks). It reads results and
+  consumer side. It starts the workers and hands queued tasks over: up to
+  :data:`BATCH_DEPTH` at a time while tasks are short (then one hand-over, one
+  wake-up and one report serve many tasks), two while they take less than
+  :data:`MEDIUM_TASK` (the next one waits in the worker, no round trip between
+  them), else one at a time. An idle worker takes back tasks that wait in
+  another behind a long one. It reads results and
   log records, coalesces its replies for up to :data:`COALESCE` while other
   tasks are out, and when a worker ends it reports the task it ran, puts back
   in the queue the tasks that waited in it (they never started) and starts a
@@ -97,6 +100,9 @@ KILL_GRACE = 2.0
 # BATCH_DEPTH at a time; longer ones one at a time, so none waits behind another.
 SHORT_TASK = 0.002
 BATCH_DEPTH = 64
+# Tasks shorter than MEDIUM_TASK get their successor queued in the worker, so
+# that no hand-over round trip separates them.
+MEDIUM_TASK = 0.1
 # Bytes of tasks waiting in one worker, at most (a batch may pass it by one task).
 MAX_BACKLOG_BYTES = 128 * 1024
 # An idle worker takes back half the tasks waiting in another whose current task
@@ -409,7 +415,8 @@ class _Pool:
         # Short tasks go over in batches: one hand-over, one wake-up of the worker
         # and one "started" report for many tasks. Long ones one at a time, so
         # that none waits in one worker while another is idle.
-        depth = BATCH_DEPTH if self.run_time < SHORT_TASK else 1
+        depth = (BATCH_DEPTH if self.run_time < SHORT_TASK
+                 else 2 if self.run_time < MEDIUM_TASK else 1)
         workers = [w for w in self._live()
                    if w.ready and w.ending is None and w.kill_at is None
                    and len(w.assigned) < depth]

@@ -284,12 +284,19 @@ class ChildSession:
             raise PipeBroken(f"{pipe.host}: the SSH connection closed before the agent "
                              f"reported its end")
         info = self.exit_info or {}
-        if exitcode == -1 and self.exit_info is None:
+        if self.exit_info is None and pipe._launch is not None and exitcode and exitcode > 128:
+            # The loader's supervisor reports an agent killed by signal N as 128+N;
+            # like Process.exitcode, the pipe says -N.
+            exitcode = 128 - exitcode
+            reason = f"the agent was killed by signal {-exitcode}"
+        elif exitcode == -1 and self.exit_info is None:
             reason = ("the agent ended without an exit status (killed by a signal; "
                       "paramiko does not report which)")
         else:
             reason = info.get("reason") or f"the agent exited with status {exitcode}"
         self.emit(protocol.encode_json(FrameKind.DONE, {"exitcode": exitcode, "reason": reason}))
+        if exitcode is not None and exitcode < -1:
+            return exitcode  # killed by a signal: SSHPipe.run() mirrors it
         return exitcode if exitcode is not None and 0 <= exitcode < 256 else 255
 
     def _wait_remote_exit(self, timeout: float = 5.0) -> None:

@@ -14,6 +14,12 @@ short stdlib-only script. The caller's side (the SSHPipe child) then talks to it
     n bytes (handler or script)    ---------->   sys.path += bundle; run the agent
                                    <----------   SYNC, HELLO ... (sshpipe.protocol)
 
+After the launch line the loader forks: the child runs the agent, the parent
+stays as a small supervisor that waits for it, then ends the whole process
+group (what the agent started dies with it, however the agent ended) and exits
+with the agent's status, or 128+N when a signal N killed it (the SSH
+``exit-signal`` message never reaches paramiko, an exit status does).
+
 The bundle is a zip of the agent's own modules (stdlib-only parts of sshpipe),
 dill, and any modules the caller names. Its hash (:func:`tree_hash`) is taken
 over file names and contents, so the caller can compute it from its sources and
@@ -133,7 +139,8 @@ def build_bundle(modules: Sequence[str] = ()) -> Bundle:
 # The loader runs with ``python -c``. It must stay small (it travels on the command
 # line), stdlib-only, and parse on old Pythons well enough to say they are too old.
 LOADER_SOURCE = r'''
-import hashlib, io, json, os, shutil, sys, tempfile, zipfile
+import hashlib, io, json, os, shutil, signal, sys, tempfile, zipfile
+os.umask(0o077)
 def rd(n):
     b = b""
     while len(b) < n:
@@ -179,8 +186,9 @@ if sys.version_info < (3, 9):
     sys.exit(3)
 base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
 cache = os.path.join(base, "sshpipe")
+scratch = None
 if not private_dir(cache):
-    cache = tempfile.mkdtemp(prefix="sshpipe-")
+    cache = scratch = tempfile.mkdtemp(prefix="sshpipe-")
 home = os.path.join(cache, req["hash"])
 ok = os.path.isdir(home) and th(tree(home)) == req["hash"]
 say({"need": not ok, "python": v, "cache": cache})
@@ -209,6 +217,29 @@ if not ok:
 sys.path.insert(0, home)
 launch = line()
 body = rd(launch["size"])
+pid = os.fork()
+if pid:
+    # Supervisor: outlive the agent, then end everything it started (even if it
+    # was killed or left with os._exit) and report a signal as 128+N, since the
+    # SSH exit-signal message does not reach paramiko.
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            status = os.waitpid(pid, 0)[1]
+            break
+        except InterruptedError:
+            pass
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        os.killpg(0, signal.SIGTERM)
+    except OSError:
+        pass
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
+    os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
 from sshpipe import agent, serial
 if launch["mode"] == "script":
     import runpy

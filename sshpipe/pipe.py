@@ -831,4 +831,9 @@ class SSHPipe(multiprocessing.Process):
                 other._close_inherited_ends()
         from sshpipe._child import ChildSession
 
-        raise SystemExit(ChildSession(self).run())
+        code = ChildSession(self).run()
+        if code < 0:
+            # The agent was killed by signal -code: so is this process, so that
+            # SSHPipe.exitcode reads as Process.exitcode does (-N).
+            os.kill(os.getpid(), -code)
+        raise SystemExit(code)

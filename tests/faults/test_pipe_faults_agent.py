@@ -84,11 +84,6 @@ def test_agent_sigkill_mid_stream(sshd, method):
     assert outcome.exitcode not in (0, None), outcome
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an agent killed by a signal ends the pipe with exitcode -1, not -N as "
-    "multiprocessing.Process.exitcode does: paramiko ignores the SSH 'exit-signal' "
-    "request (Channel._handle_request), so _child._exit_status() never learns the "
-    "signal; handle 'exit-signal' in the child and report -signal.Signals['SIG'+name]"))
 def test_agent_killed_by_signal_has_negative_signal_exitcode_issue_8(sshd):
     """An agent killed with SIGKILL gives response().exitcode == -9 (Process semantics)."""
     pipe = make_pipe(sshd)
@@ -204,19 +199,11 @@ def test_handler_sys_exit_takes_its_children_along_issue_8(sshd):
         pipe.close(timeout=10)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (remote leak): an agent that dies abruptly (SIGKILL, os._exit in a hook) "
-    "leaves the processes its handler started running on the remote host: "
-    "agent._kill_children() runs only when the agent itself gets to its end, and sshd "
-    "does not signal a session without a tty. Fix: run the agent under a small "
-    "supervisor in the loader/agent entry (fork; the parent waits for the agent and "
-    "kills its process group when it ends, whatever the cause), or have the SSHPipe "
-    "child, on an agent end without EXIT frame, run `kill -TERM -- -<pgid>` on a second "
-    "exec channel"))
 @pytest.mark.parametrize("how", ["sigkill", "os_exit"])
 def test_agent_dying_abruptly_takes_its_children_issue_8(sshd, how):
-    """However the agent dies, the processes its handler started end with it."""
-    pipe = make_pipe(sshd, command=[sshd.python, FAULT_AGENT, "none"])
+    """However the agent dies, the processes its handler started end with it (the
+    zero-install loader's supervisor ends the agent's process group)."""
+    pipe = make_pipe(sshd, command=[FAULT_AGENT, "none"])
     pipe.start()
     if how == "sigkill":
         pipe.send(("cmd", "spawn"))

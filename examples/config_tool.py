@@ -27,12 +27,15 @@ Host *
 
 def main(argv: list) -> int:
     if len(argv) > 1:
-        path = argv[1]
-    else:
-        path = os.path.join(tempfile.mkdtemp(prefix="sshpipe-example-"), "config")
+        return edit(argv[1])
+    with tempfile.TemporaryDirectory(prefix="sshpipe-example-") as directory:
+        path = os.path.join(directory, "config")
         with open(path, "w") as f:
             f.write(SAMPLE)
+        return edit(path)
 
+
+def edit(path: str) -> int:
     config = sshpipe.load(path)                      # lossless parse
     settings = config.resolve("web")                 # what `ssh -G web` would print
     print("web ->", settings["user"] + "@" + settings["hostname"] + ":" + settings["port"])

@@ -27,7 +27,7 @@ number, so that a log line alone is enough to find it.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 __all__ = [
     "AgentStartError",
@@ -166,7 +166,19 @@ class PipeClosed(SSHPipeError):
 
 
 class PipeBroken(SSHPipeError):
-    """The agent, the SSH channel or the network failed under a live pipe."""
+    """The agent, the SSH channel or the network failed under a live pipe.
+
+    ``unhandled`` holds the sequence numbers of the messages sent but never
+    acknowledged as handled, when the raiser knows them (``response()``,
+    ``close()``, ``flush()``); the failure itself is chained as ``__cause__``.
+    """
+
+    def __init__(self, message: str, unhandled: Sequence[int] = ()):
+        self.unhandled = tuple(unhandled)
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.unhandled))
 
 
 class RemoteTraceback(Exception):

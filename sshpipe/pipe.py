@@ -489,7 +489,7 @@ class SSHPipe(multiprocessing.Process):
         if state is PipeState.RUNNING:
             return
         if state is PipeState.BROKEN:
-            raise PipeBroken(f"{self.host}: the pipe is broken") from self._broken_error
+            raise self._broken()
         if state in (PipeState.NEW, PipeState.STARTING):
             raise PipeClosed(f"{self.host}: the pipe is not started")
         raise PipeClosed(f"{self.host}: the pipe is {state.value}")
@@ -513,7 +513,7 @@ class SSHPipe(multiprocessing.Process):
                     payload = self._replies.popleft()
                     break
                 if self._state is PipeState.BROKEN:
-                    raise PipeBroken(f"{self.host}: the pipe is broken") from self._broken_error
+                    raise self._broken()
                 if self._state is PipeState.CLOSED or self._state is PipeState.NEW:
                     raise EOFError(f"{self.host}: the agent has ended; no more replies")
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -556,9 +556,7 @@ class SSHPipe(multiprocessing.Process):
             target = self._sent_seq
             while self._acked_seq < target:
                 if self._state is PipeState.BROKEN:
-                    raise PipeBroken(f"{self.host}: the pipe broke with "
-                                     f"{target - self._acked_seq} messages unhandled") \
-                        from self._broken_error
+                    raise self._broken()
                 if self._state is PipeState.CLOSED:
                     raise PipeClosed(f"{self.host}: the agent ended with "
                                      f"{target - self._acked_seq} messages unhandled")
@@ -574,7 +572,8 @@ class SSHPipe(multiprocessing.Process):
 
         Raises:
             TimeoutError: the agent did not end within ``timeout``.
-            PipeBroken: the pipe failed, so the agent's end is not known.
+            PipeBroken: the pipe failed, so the agent's end is not known;
+                ``.unhandled`` lists the messages never handled.
             PipeClosed: the pipe was never started.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -587,17 +586,25 @@ class SSHPipe(multiprocessing.Process):
                     raise TimeoutError(f"{self.host}: the agent did not end within {timeout:g} s")
                 self._cond.wait(remaining)
             if self._state is PipeState.BROKEN:
-                unhandled = list(range(self._acked_seq + 1, self._sent_seq + 1))
-                raise PipeBroken(f"{self.host}: the pipe broke; unhandled messages: "
-                                 f"{unhandled or 'none'}") from self._broken_error
+                raise self._broken()
             return self._response_locked()
+
+    def _unhandled_locked(self) -> List[int]:
+        return [seq for seq in range(self._acked_seq + 1, self._sent_seq + 1)
+                if seq != self._close_seq]
+
+    def _broken(self) -> PipeBroken:
+        """The error for a call on a broken pipe: why, and what was never handled."""
+        unhandled = self._unhandled_locked()
+        error = PipeBroken(f"{self.host}: the pipe is broken ({self._broken_error}); "
+                           f"unhandled messages: {unhandled or 'none'}", unhandled)
+        error.__cause__ = self._broken_error
+        return error
 
     def _response_locked(self) -> Response:
         done = self._done or {}
-        unhandled = [seq for seq in range(self._acked_seq + 1, self._sent_seq + 1)
-                     if seq != self._close_seq]
         return Response(done.get("exitcode"), self._decode(self._stdout),
-                        self._decode(self._stderr), unhandled=unhandled,
+                        self._decode(self._stderr), unhandled=self._unhandled_locked(),
                         errors=self._errors, reason=done.get("reason", ""))
 
     def close(self, msg: Any = None, timeout: Optional[float] = None) -> Response:
@@ -607,6 +614,10 @@ class SSHPipe(multiprocessing.Process):
         If the agent has not ended within ``timeout`` the channel is closed (the
         agent then exits, its children with it) and the child process ended.
         Allowed in any state; on a NEW pipe it only marks it closed.
+
+        Raises:
+            PipeBroken: the pipe failed, so how the agent ended is not known;
+                ``.unhandled`` lists the messages never handled.
         """
         with self._cond:
             state = self._state

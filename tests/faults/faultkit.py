@@ -7,7 +7,6 @@ end of the run (and writes it as JSON to ``$SSHPIPE_FAULTS_REPORT`` when set).
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from pathlib import Path
@@ -15,7 +14,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set
 
 import pytest
 
-from sshpipe import SSHPipe
+from sshpipe import PipeBroken, SSHPipe
+from sshpipe.testing import is_alive
 
 HERE = Path(__file__).parent
 FAULT_AGENT = str(HERE / "agents" / "fault_agent.py")
@@ -50,12 +50,8 @@ def make_pipe(server, command=FAULT_AGENT, **kwargs) -> SSHPipe:
                    **kwargs)
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+# A process is alive until it ends (a zombie waiting to be reaped is not).
+alive = is_alive
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
@@ -76,10 +72,8 @@ def wait_gone(pids: Iterable[int], timeout: float) -> float:
 
 def unhandled_in(error: BaseException) -> List[int]:
     """The sequence numbers a PipeBroken from response() lists as unhandled."""
-    match = re.search(r"unhandled messages: (\[[\d, ]*\]|none)", str(error))
-    assert match, f"PipeBroken does not list unhandled messages: {error}"
-    return [] if match.group(1) == "none" else [int(n) for n in
-                                                 re.findall(r"\d+", match.group(1))]
+    assert isinstance(error, PipeBroken), error
+    return list(error.unhandled)
 
 
 def check_accounting(sent: Sequence[int], handled: Iterable[int], unhandled: Iterable[int],

@@ -11,6 +11,7 @@ import pytest
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))  # wtasks: importable here, shipped to the remotes
 
+from sshpipe.testing import is_alive  # noqa: E402
 from workers import SSHExecutor  # noqa: E402
 
 
@@ -23,12 +24,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.02)
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+alive = is_alive  # a zombie waiting to be reaped does not count
 
 
 @pytest.fixture(scope="module")

@@ -81,3 +81,12 @@ def test_run_command_reports_unreachable_host(tmp_path):
                             timeout=60)
     assert result.returncode == 255
     assert "refused" in result.stderr
+
+
+def test_faults_example_accounts_for_every_message(tmp_path):
+    """examples/faults_example.py: the killed agent's pipe reports -9 and accounts for all."""
+    result = subprocess.run([sys.executable, str(EXAMPLES / "faults_example.py")],
+                            capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "agent exit status: -9 - the agent was killed by signal 9" in result.stdout
+    assert "every message accounted for: True" in result.stdout

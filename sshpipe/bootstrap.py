@@ -49,8 +49,8 @@ __all__ = ["Bundle", "LOADER_SOURCE", "LOADER_SYNC", "build_bundle", "remote_com
 LOADER_SYNC = b"\x00\x01sshpipe-loader-1\x01\x00"
 
 # The agent's own modules: stdlib-only, so they run wherever Python does.
-AGENT_MODULES = ("__init__.py", "errors.py", "protocol.py", "agent.py", "handler.py",
-                 "serial.py")
+AGENT_MODULES = ("__init__.py", "_lazy.py", "errors.py", "protocol.py", "agent.py",
+                 "handler.py", "serial.py")
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: same sources, same bytes
 

@@ -10,8 +10,7 @@ imports ``workers.agent`` never imports paramiko.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sshpipe._lazy import lazy_exports
 
 # public name -> submodule that defines it
 _EXPORTS = {
@@ -29,15 +28,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    try:
-        module_name = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'workers' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f"{__name__}.{module_name}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -70,6 +70,17 @@ def wait_gone(pids: Iterable[int], timeout: float) -> float:
                       f"processes {pids} to end")
 
 
+def settle(pipe, timeout: float = 30.0):
+    """(seconds, outcome): how long until the pipe's end was known, and the end
+    itself: its Response, or the PipeBroken that response() raised."""
+    started = time.monotonic()
+    try:
+        result = pipe.response(timeout=timeout)
+    except PipeBroken as exc:
+        result = exc
+    return time.monotonic() - started, result
+
+
 def unhandled_in(error: BaseException) -> List[int]:
     """The sequence numbers a PipeBroken from response() lists as unhandled."""
     assert isinstance(error, PipeBroken), error

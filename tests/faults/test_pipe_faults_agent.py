@@ -9,7 +9,7 @@ import time
 import pytest
 
 from faultkit import (BOUND, FAULT_AGENT, alive, check_accounting, drain, make_pipe, record,
-                      unhandled_in, wait_gone)
+                      settle, unhandled_in, wait_gone)
 from sshpipe import PipeBroken, PipeClosed, PipeState
 
 
@@ -34,16 +34,6 @@ class ExitsWhileUnpickled:
         return (os._exit, (21,))
 
 
-def _settle(pipe, timeout=30.0):
-    """Wait for the pipe's end: (seconds, Response or the PipeBroken raised)."""
-    start = time.monotonic()
-    try:
-        outcome = pipe.response(timeout=timeout)
-    except PipeBroken as exc:
-        outcome = exc
-    return time.monotonic() - start, outcome
-
-
 def test_agent_sigkill_mid_stream(sshd, method):
     """SIGKILL of the remote agent while messages stream: the pipe ends within the
     bound, the exit code says killed, and every sent message is handled or unhandled."""
@@ -62,7 +52,7 @@ def test_agent_sigkill_mid_stream(sshd, method):
             sent[pipe.send(("cmd", "slow_echo", n, 0.02), timeout=5)] = n
         except (PipeBroken, PipeClosed):
             break
-    seconds, outcome = _settle(pipe)
+    seconds, outcome = settle(pipe)
     seconds = time.monotonic() - killed
     replies = [first] + drain(pipe)
     by_value = {n: seq for seq, n in sent.items()}
@@ -89,7 +79,7 @@ def test_agent_killed_by_signal_has_negative_signal_exitcode_issue_8(sshd):
     pipe = make_pipe(sshd)
     pipe.start()
     os.kill(pipe.remote_info["pid"], signal.SIGKILL)
-    seconds, outcome = _settle(pipe)
+    seconds, outcome = settle(pipe)
     assert not isinstance(outcome, PipeBroken), outcome
     assert outcome.exitcode == -signal.SIGKILL, outcome
 
@@ -111,7 +101,7 @@ def test_agent_exits_inside_a_hook(sshd, method, hook, how, status):
         seqs += [pipe.send(n) for n in range(3, 5)]
     if hook == "atexit":
         seqs.append(pipe.send("TERM"))
-    seconds, outcome = _settle(pipe)
+    seconds, outcome = settle(pipe)
     replies = drain(pipe)
     record(f"agent {how} in {hook}", method, seconds,
            f"exitcode={getattr(outcome, 'exitcode', outcome)!r}")
@@ -147,7 +137,7 @@ def test_handled_messages_are_not_reported_unhandled_issue_8(sshd, hook):
     # While the handler sleeps, the agent's ticker flushes the three replies.
     seqs.append(pipe.send(("cmd", "sleep", 0.5)))
     last = pipe.send(("cmd", "exit", "os_exit", 13) if hook == "handle" else "TERM")
-    seconds, outcome = _settle(pipe)
+    seconds, outcome = settle(pipe)
     assert drain(pipe) == [0, 1, 2]
     assert not set(outcome.unhandled) & set(seqs[:3])
     if hook == "handle":
@@ -168,7 +158,7 @@ def test_agent_exit_with_live_child_reports_its_status_issue_8(sshd, how):
     pipe.send(("cmd", "spawn_exit", how, 13))
     agent, child = pipe.recv(timeout=10)
     try:
-        seconds, outcome = _settle(pipe)
+        seconds, outcome = settle(pipe)
         time.sleep(0.5)
         child_left = alive(child)
         record(f"agent {how} in handle with a live child", "fork", seconds,
@@ -213,7 +203,7 @@ def test_agent_dying_abruptly_takes_its_children_issue_8(sshd, how):
         pipe.send(("cmd", "spawn_exit", "os_exit", 13))
         agent, child = pipe.recv(timeout=10)
     try:
-        _settle(pipe)
+        settle(pipe)
         wait_gone([agent], BOUND)
         wait_gone([child], BOUND)
     finally:
@@ -253,7 +243,7 @@ def test_agent_deserialization_error_is_an_error_of_that_message(sshd, method, t
     after = [pipe.send(n) for n in range(3)]
     if tolerance:
         pipe.send("TERM")
-    seconds, response = _settle(pipe)
+    seconds, response = settle(pipe)
     replies = drain(pipe)
     record(f"exception while agent deserializes (tolerance {tolerance})", method, seconds,
            f"RemoteError seq {bad}, exitcode={getattr(response, 'exitcode', response)!r}")
@@ -278,7 +268,7 @@ def test_agent_exiting_while_deserializing(sshd, method):
     ok = pipe.send("fine")
     assert pipe.recv(timeout=10) == "fine"
     rest = [pipe.send(ExitsWhileUnpickled())] + [pipe.send(n) for n in range(3)]
-    seconds, response = _settle(pipe)
+    seconds, response = settle(pipe)
     record("agent exits while deserializing", method, seconds,
            f"exitcode={getattr(response, 'exitcode', response)!r}")
     assert not isinstance(response, PipeBroken), response
@@ -299,7 +289,7 @@ def test_reply_serialization_error_is_an_error_of_that_message(sshd, method, tol
     after = [pipe.send(n) for n in range(3)]
     if tolerance:
         pipe.send("TERM")
-    seconds, response = _settle(pipe)
+    seconds, response = settle(pipe)
     replies = drain(pipe)
     record(f"exception while agent sends a reply (tolerance {tolerance})", method, seconds,
            f"RemoteError seq {bad}, exitcode={getattr(response, 'exitcode', response)!r}")

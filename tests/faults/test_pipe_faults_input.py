@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from faultkit import (BOUND, FAULT_AGENT, check_accounting, drain, make_pipe,
-                      record, unhandled_in, wait_gone)
+                      record, settle, unhandled_in, wait_gone)
 from sshpipe import (AgentStartError, FrameError, PipeBroken, PipeState, ProtocolError,
                      SSHConfigError, SSHPipe, SSHPipeError, SSHPipeHandler, protocol)
 from sshpipe.testing import LocalSSHServer
@@ -19,13 +19,6 @@ from sshpipe.testing import LocalSSHServer
 MAX_FRAME = 64 * 1024
 
 
-def _outcome(pipe, timeout=30.0):
-    started = time.monotonic()
-    try:
-        result = pipe.response(timeout=timeout)
-    except PipeBroken as exc:
-        result = exc
-    return time.monotonic() - started, result
 
 
 # -- oversized frames ----------------------------------------------------------------
@@ -54,7 +47,7 @@ def test_oversized_reply_breaks_pipe_with_frame_error(sshd, method):
     ok = pipe.send("small")
     assert pipe.recv(timeout=10) == "small"
     big = pipe.send(("cmd", "bytes", 2 * MAX_FRAME))
-    seconds, outcome = _outcome(pipe)
+    seconds, outcome = settle(pipe)
     record("oversized frame agent->caller", method, seconds,
            f"{type(outcome).__name__} from {type(outcome.__cause__).__name__}")
     assert isinstance(outcome, PipeBroken) and isinstance(outcome.__cause__, FrameError)
@@ -164,7 +157,7 @@ def test_login_shell_noise_before_agent_is_skipped(noisy_sshd, method):
     pipe.send("through the noise")
     assert pipe.recv(timeout=10) == "through the noise"
     pipe.send("TERM")
-    seconds, outcome = _outcome(pipe)
+    seconds, outcome = settle(pipe)
     record("login shell prints before the agent", method, seconds,
            f"{type(outcome).__name__}")
     assert not isinstance(outcome, PipeBroken), outcome
@@ -202,7 +195,7 @@ def test_background_noise_mid_stream_breaks_pipe_with_frame_error(method):
                 time.sleep(0.05)
         except PipeBroken:
             pass
-        seconds, outcome = _outcome(pipe)
+        seconds, outcome = settle(pipe)
         replies += drain(pipe)
     record("shell background job prints mid-stream", method, None,
            f"{type(outcome).__name__} from {type(outcome.__cause__).__name__}")

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from faultkit import (BOUND, DEAD_BOUND, SLACK, check_accounting, drain, make_pipe,
-                      record, unhandled_in, wait_gone)
+                      record, settle, unhandled_in, wait_gone)
 from sshpipe import (ConnectError, ConnectTimeout, PipeBroken, PipeState,
                      SSHPipe)
 from sshpipe.testing import LocalSSHServer, descendants, free_port
@@ -33,13 +33,6 @@ def _stream(pipe, count, start=0):
     return {pipe.send(("cmd", "slow_echo", n, 0.01)): n for n in range(start, start + count)}
 
 
-def _outcome(pipe, timeout=30.0):
-    started = time.monotonic()
-    try:
-        result = pipe.response(timeout=timeout)
-    except PipeBroken as exc:
-        result = exc
-    return time.monotonic() - started, result
 
 
 def _kill_sshd_mid_stream():
@@ -54,7 +47,7 @@ def _kill_sshd_mid_stream():
         for pid in _sshd_pids(server):
             os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
-        _, outcome = _outcome(pipe)
+        _, outcome = settle(pipe)
         seconds = time.monotonic() - killed
         replies = [0] + drain(pipe)
         wait_gone([agent], BOUND)
@@ -101,7 +94,7 @@ def test_link_down_is_detected_by_heartbeat_and_host_usable_after_link_up(netns_
         # Sent into the void: the dead peer cannot have handled them.
         for n in range(20, 30):
             sent[pipe.send(n, timeout=5)] = n
-        _, outcome = _outcome(pipe)
+        _, outcome = settle(pipe)
         seconds = time.monotonic() - cut
         # The agent sees no heartbeat from the caller either and ends (its own bound).
         wait_gone([agent], BOUND + 2)

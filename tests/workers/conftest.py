@@ -2,29 +2,14 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))  # wtasks: importable here, shipped to the remotes
 
-from sshpipe.testing import is_alive  # noqa: E402
 from workers import SSHExecutor  # noqa: E402
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
-
-
-alive = is_alive  # a zombie waiting to be reaped does not count
 
 
 @pytest.fixture(scope="module")

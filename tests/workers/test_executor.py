@@ -19,7 +19,7 @@ from workers import (BrokenHostPool, HostLostError, HostState, SSHExecutor, Task
 from workers._progress import ProgressBar
 from workers._scheduler import Scheduler
 
-from conftest import alive, wait_until
+from workerkit import alive, wait_until
 
 
 def test_exports_match_all():

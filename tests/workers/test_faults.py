@@ -16,7 +16,7 @@ import pytest
 import wtasks
 from workers import BrokenHostPool, HostLostError, HostState, SSHExecutor, Task
 
-from conftest import alive, wait_until
+from workerkit import alive, wait_until
 
 pytestmark = pytest.mark.netns
 

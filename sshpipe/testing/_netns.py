@@ -12,7 +12,7 @@ which also runs when the ``with`` block raises. Needs root (CAP_NET_ADMIN).
 from __future__ import annotations
 
 import os
-import random
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -69,12 +69,17 @@ class NamespaceHosts:
             raise ValueError(f"count must be from 1 to 200, not {count}")
         self.count = count
         self.prefix = prefix
-        self.tag = f"{random.randrange(16 ** 4):04x}"
-        self.subnet = f"198.18.{random.randrange(256)}"
-        self.bridge = f"spbr{self.tag}"
+        self._pick_names()
         self.hosts: List[NamespaceHost] = []
         self.directory: Optional[str] = None
         self._bridge_made = False
+
+    def _pick_names(self) -> None:
+        # From the OS's randomness, not the random module: test tools (hypothesis)
+        # reseed that one, and two runs would then pick the same names.
+        self.tag = secrets.token_hex(2)
+        self.subnet = f"198.18.{secrets.randbelow(256)}"
+        self.bridge = f"spbr{self.tag}"
 
     @property
     def gateway(self) -> str:
@@ -109,7 +114,16 @@ class NamespaceHosts:
         self.directory = tempfile.mkdtemp(prefix="sshpipe-netns-")
         try:
             generate_key(self.key_path, comment="sshpipe-test-client")
-            _ip("link", "add", self.bridge, "type", "bridge")
+            for _ in range(5):
+                try:
+                    _ip("link", "add", self.bridge, "type", "bridge")
+                    break
+                except SSHServerError as exc:
+                    if "File exists" not in str(exc):
+                        raise
+                    self._pick_names()  # another run's bridge: take other names
+            else:
+                raise SSHServerError("no free bridge name after 5 tries")
             self._bridge_made = True
             _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
             _ip("link", "set", self.bridge, "up")

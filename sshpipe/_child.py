@@ -1,17 +1,20 @@
-"""The SSHPipe child process: owns the SSH connection and pumps frames.
+"""The SSHPipe child process: owns the SSH connection and relays bytes.
 
-It never unpickles a payload: request frames from the caller go to the channel
-as they are, agent frames go to the caller as they are (PINGs excepted).
+It never unpickles a payload. The caller's request stream goes to the channel as
+it comes (a :class:`~sshpipe.protocol.FrameTracker` only says where frames end,
+so that a PING can be slipped in between two of them); the agent's output goes
+to the caller in whole frames, one piece per read, looking only into HELLO and
+EXIT.
 
 Threads, each with what it alone touches:
 
 - main: connects, runs the loader stage (zero-install), reads the channel's
   stdout, watches the agent's heartbeat, and reports the end (DONE or BROKEN);
-- writer: reads the request connection and writes the channel, batching frames
-  that queue up, sending PING when the caller is idle;
+- writer: reads the request pipe and writes the channel; at the pipe's end it
+  shuts the channel's write side, so the agent reads end of input;
 - stderr: forwards the channel's stderr to the caller as it arrives.
 
-The event connection is shared by the three threads under ``events_lock``.
+The event pipe is shared by the three threads under ``events_lock``.
 """
 from __future__ import annotations
 

@@ -2,34 +2,41 @@
 
 ::
 
-     caller process                          SSHPipe child process            remote host
-    +----------------------+  requests  +--------------------------+  SSH  +---------------+
-    | send(): dill.dumps,  | =========> | writer thread: batch      | ====> | agent         |
-    |  DATA frame, credit  |  (mp conn) |  frames, channel.sendall, |       | (agent.py)    |
-    | recv()/response()    |            |  PING when idle           |       | SSHPipeHandler|
-    |                      |   events   | main thread: channel.recv,| <==== |               |
-    | events thread:       | <========= |  frames -> caller, watch  |       |               |
-    |  replies, acks, logs |  (mp conn) |  heartbeats               |       |               |
-    +----------------------+            | stderr thread             |       +---------------+
-                                        +--------------------------+
+     caller process                         SSHPipe child process             remote host
+    +-----------------------+ request pipe +---------------------------+ SSH +--------------+
+    | send(): serial.dumps, | ===========> | writer thread: relays the | ==> | loader       |
+    |  DATA frame (writev), |  raw frames  |  byte stream, PING when   |     |  supervisor  |
+    |  credit window        |              |  idle, EOF = end of input |     |   agent      |
+    | recv(): reads events  |  event pipe  | main thread: channel      | <== |   (agent.py) |
+    |  itself while waiting | <=========== |  stdout -> whole frames,  |     |  handler     |
+    | events thread: acks,  |  raw frames  |  heartbeat watch, DONE    |     |              |
+    |  logs, end, callback  |              | stderr thread: STDERR     |     |              |
+    +-----------------------+              +---------------------------+     +--------------+
 
 Actors:
 
-- The **caller** serializes each object once (dill) into a DATA frame carrying a
-  sequence number and writes it to the request connection. A credit window
-  (``queue_bound`` messages not yet acknowledged) makes a fast producer block
-  instead of growing memory. The caller's *events thread* reads the event
-  connection: replies go to ``recv()``, acknowledgements open the window, log
-  records are re-emitted into the caller's logger, and the final DONE (or BROKEN)
-  settles ``response()`` and calls ``callback`` once.
-- The **child** owns the SSH connection (paramiko). It never unpickles payloads:
-  it forwards request frames to the channel and agent frames to the caller.
-- The **agent** runs the handler; see :mod:`sshpipe.agent`.
+- The **caller** serializes each object once (:mod:`sshpipe.serial`: C pickle,
+  dill where needed) and writes a DATA frame carrying a sequence number to the
+  request pipe. A credit window (``queue_bound`` messages not yet acknowledged)
+  makes a fast producer block instead of growing memory. Events from the child
+  are read by whichever caller thread holds ``_reader_lock``: a thread waiting in
+  ``recv()`` reads for itself (no hand-off), otherwise the *events thread* does.
+  Replies go to ``recv()``, acknowledgements open the window, log records are
+  re-emitted into the caller's logger, and the final DONE (or BROKEN) settles
+  ``response()``; the events thread then calls ``callback`` once.
+- The **child** owns the SSH connection (paramiko); see :mod:`sshpipe._child`. It
+  never unpickles a payload.
+- The **agent** runs the handler; see :mod:`sshpipe.agent` and, for how it gets
+  to the remote, :mod:`sshpipe.bootstrap`.
 
-Ownership: the request connection is written only by the caller (under
-``_send_lock``) and read only by the child's writer thread; the event connection
-is written only by the child (under its own lock) and read only by the caller's
-events thread. Each end not used by a process is closed in that process.
+Ownership: the request pipe is written only by the caller (under ``_send_lock``)
+and read only by the child's writer thread; closing it is how the caller ends
+the agent's input. The event pipe is written only by the child (under its
+``events_lock``) and read only under the caller's ``_reader_lock``. Both are
+plain OS pipes carrying sshpipe frames; they are made as multiprocessing
+connections only so spawn and forkserver can hand them to the child. Each end
+not used by a process is closed in that process, and a forked child closes the
+ends of every other pipe it inherited.
 """
 from __future__ import annotations
 

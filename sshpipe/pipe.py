@@ -243,6 +243,9 @@ class SSHPipe(multiprocessing.Process):
         self._connect_options = {"port": port, "identity_file": identity_file,
                                  "connect_timeout": connect_timeout}
         self._python = python
+        # Term messages as send_bytes() would get them, to notice one sent that way.
+        self._term_payloads = frozenset(serial.dumps(message) for message in
+                                        (term_message, *SSHPipeHandler.TERM_MESSAGES))
         self._handler_call = (handler, tuple(handler_args), dict(handler_kwargs or {}))
         self._modules = tuple(modules)
         if command is None:
@@ -454,20 +457,18 @@ class SSHPipe(multiprocessing.Process):
         """Send an already serialized object (``dill.dumps``/``pickle.dumps``
         output): the handler receives the object. Serialize once, send to many."""
         payload = bytes(payload)
-        if len(payload) < 64 and payload in self._term_payloads():
+        if len(payload) < 64 and payload in self._term_payloads:
             self._term_sent = True
-        return self._send_payload(payload, serial.carries_code(payload), timeout)
+        return self._send_payload(payload, True, timeout)
 
-    def _term_payloads(self) -> frozenset:
-        return frozenset(serial.dumps(message) for message in
-                         (self.term_message, *SSHPipeHandler.TERM_MESSAGES))
-
-    def _send_payload(self, payload: bytes, has_code: bool, timeout: Optional[float]) -> int:
+    def _send_payload(self, payload: bytes, may_carry_code: bool,
+                      timeout: Optional[float]) -> int:
         if len(payload) + 8 > self._max_frame:
             raise ValueError(f"{self.host}: a message of {len(payload)} bytes exceeds this "
                              f"pipe's max_frame of {self._max_frame} bytes")
         remote_python = self._hello.get("python")
-        if has_code and remote_python:
+        if may_carry_code and remote_python:
+            # Scans the payload only when the two Python minor versions differ.
             check_code_compatible(self.host, payload, remote_python)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._send_lock:

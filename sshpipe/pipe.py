@@ -447,11 +447,11 @@ class SSHPipe(multiprocessing.Process):
                 by value) that the remote's Python version cannot load.
             ValueError: the serialized object is larger than ``max_frame``.
         """
-        payload, has_code = serial.dumps_with_code(obj)
+        parts, has_code = serial.dump_parts(obj)
         if isinstance(obj, str) and (obj == self.term_message
                                      or obj in SSHPipeHandler.TERM_MESSAGES):
             self._term_sent = True
-        return self._send_payload(payload, has_code, timeout)
+        return self._send_payload(parts, has_code, timeout)
 
     def send_bytes(self, payload: bytes, timeout: Optional[float] = None) -> int:
         """Send an already serialized object (``dill.dumps``/``pickle.dumps``
@@ -459,17 +459,19 @@ class SSHPipe(multiprocessing.Process):
         payload = bytes(payload)
         if len(payload) < 64 and payload in self._term_payloads:
             self._term_sent = True
-        return self._send_payload(payload, True, timeout)
+        return self._send_payload((payload,), True, timeout)
 
-    def _send_payload(self, payload: bytes, may_carry_code: bool,
+    def _send_payload(self, parts: Tuple[Any, ...], may_carry_code: bool,
                       timeout: Optional[float]) -> int:
-        if len(payload) + 8 > self._max_frame:
-            raise ValueError(f"{self.host}: a message of {len(payload)} bytes exceeds this "
+        """Send one serialized object, given as pieces (see serial.dump_parts)."""
+        size = sum(len(part) for part in parts)
+        if size + 8 > self._max_frame:
+            raise ValueError(f"{self.host}: a message of {size} bytes exceeds this "
                              f"pipe's max_frame of {self._max_frame} bytes")
         remote_python = self._hello.get("python")
         if may_carry_code and remote_python:
             # Scans the payload only when the two Python minor versions differ.
-            check_code_compatible(self.host, payload, remote_python)
+            check_code_compatible(self.host, b"".join(parts), remote_python)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._send_lock:
             with self._cond:
@@ -485,8 +487,7 @@ class SSHPipe(multiprocessing.Process):
                 self._sent_seq += 1
                 seq = self._sent_seq
             try:
-                _write_all(self._request_writer.fileno(),
-                           protocol.data_head(seq, len(payload)), payload)
+                _write_all(self._request_writer.fileno(), protocol.data_head(seq, size), *parts)
             except OSError as exc:
                 raise PipeBroken(f"{self.host}: the pipe's child process is gone "
                                  f"(message {seq} not sent)") from exc

@@ -17,12 +17,16 @@ import pickle
 import types
 from typing import Any, Tuple
 
-__all__ = ["PROTOCOL", "carries_code", "dumps", "dumps_with_code", "loads"]
+__all__ = ["PROTOCOL", "carries_code", "dump_parts", "dumps", "dumps_with_code", "loads"]
 
 # Protocol 5 is understood by every supported Python (3.8 and later).
 PROTOCOL = 5
 
 
+# PROTO 5 and BINBYTES8: the opcodes before a bytes object's length and data.
+_PROTO_5_BINBYTES8 = b"\x80\x05\x8e"
+# From this size on a bytes message is sent without being copied into a pickle.
+_ZERO_COPY_BYTES = 64 * 1024
 # Types whose pickle can hold nothing but data.
 _PLAIN = frozenset((type(None), bool, int, float, complex, str, bytes, bytearray))
 
@@ -73,6 +77,20 @@ def dumps_with_code(obj: Any) -> Tuple[bytes, bool]:
     # the other end may not have).
     payload = dill.dumps(obj, protocol=PROTOCOL, recurse=True)
     return payload, carries_code(payload)
+
+
+def dump_parts(obj: Any) -> Tuple[Tuple[Any, ...], bool]:
+    """:func:`dumps_with_code`, as pieces whose concatenation is the pickle.
+
+    A large ``bytes`` object is not copied: its pickle is a fixed header, the
+    object itself and the STOP opcode, which a writer can hand to ``writev`` as
+    they are (the C pickler would copy it, growing its buffer on the way).
+    """
+    if type(obj) is bytes and len(obj) >= _ZERO_COPY_BYTES:
+        head = _PROTO_5_BINBYTES8 + len(obj).to_bytes(8, "little")
+        return (head, obj, b"."), False
+    payload, has_code = dumps_with_code(obj)
+    return (payload,), has_code
 
 
 def carries_code(payload: bytes) -> bool:

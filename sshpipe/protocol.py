@@ -133,9 +133,10 @@ def encode_data(seq: int, payload: bytes) -> bytes:
     return data_head(seq, len(payload)) + payload
 
 
-def split_seq(payload: bytes) -> Tuple[int, bytes]:
-    """Inverse of the DATA/ACK payload layout: (sequence number, rest)."""
-    return _SEQ.unpack_from(payload)[0], payload[_SEQ.size:]
+def split_seq(payload: bytes) -> Tuple[int, memoryview]:
+    """Inverse of the DATA/ACK payload layout: (sequence number, rest). The rest
+    is a view, not a copy: a large message is unpickled straight from the frame."""
+    return _SEQ.unpack_from(payload)[0], memoryview(payload)[_SEQ.size:]
 
 
 def encode_seq(kind: int, seq: int) -> bytes:
@@ -190,8 +191,10 @@ class FrameReader:
         buffer = self._buffer
         buffer += data
         spans, consumed = self._scan()
-        frames = [Frame(kind, bytes(buffer[start:end]), number)
-                  for kind, start, end, number in spans]
+        # Through a view: slicing the bytearray itself would copy each payload twice.
+        with memoryview(buffer) as view:
+            frames = [Frame(kind, bytes(view[start:end]), number)
+                      for kind, start, end, number in spans]
         if consumed:
             del buffer[:consumed]
         return frames
@@ -207,7 +210,8 @@ class FrameReader:
         spans, consumed = self._scan()
         if not consumed:
             return b"", []
-        piece = bytes(buffer[:consumed])
+        with memoryview(buffer) as view:
+            piece = bytes(view[:consumed])
         del buffer[:consumed]
         return piece, [(kind, start, end) for kind, start, end, _ in spans]
 

@@ -69,10 +69,7 @@ class ChildSession:
     def emit(self, data: bytes) -> None:
         """Write whole frames to the caller; the lock keeps pieces from interleaving."""
         with self.events_lock:
-            view = memoryview(data)
-            fd = self.events.fileno()
-            while view:
-                view = view[os.write(fd, view):]
+            protocol.write_all(self.events.fileno(), data)
 
     def broken(self, error: BaseException) -> int:
         try:

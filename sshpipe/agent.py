@@ -58,15 +58,13 @@ ACK_EVERY = 256
 # A caller that asks to end gets this long for the handler to finish its current
 # message before the agent exits hard (the handler may be stuck).
 EXIT_GRACE = 5.0
-# Bytes read from the caller at a time (a pipe holds at most its buffer size).
-READ_SIZE = 1 << 20
 # Flush once this much is buffered, whatever else is pending.
 WRITE_BATCH = 256 * 1024
 
 
 
 class _Writer:
-    """The protocol output: one lock, a batch buffer, written with os.write.
+    """The protocol output: one lock, a batch of frames, written with one writev.
 
     Every write ends with an ACK for what has been handled so far (when that
     changed): a reply never reaches the caller ahead of the acknowledgement of
@@ -105,16 +103,12 @@ class _Writer:
         if handled != self._acked_seq:
             self._chunks.append(protocol.encode_seq(FrameKind.ACK, handled))
             self._acked_seq = handled
-        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-        self._chunks = []
+        chunks, self._chunks = self._chunks, []
         self._size = 0
         if self.broken:
             return
-        view = memoryview(data)
         try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            protocol.write_all(self._fd, *chunks)
         except OSError:
             self.broken = True  # the caller is gone; the reader will see EOF
         self.last_write = time.monotonic()
@@ -185,7 +179,7 @@ class _Agent:
         self.frames: Deque[Union[Frame, Exception]] = deque()
         # One buffer for every read: a fresh 1 MiB bytes per read cost an mmap and
         # munmap per message.
-        self.read_buffer = bytearray(READ_SIZE)
+        self.read_buffer = bytearray(protocol.PIPE_BUFFER)
         self.read_view = memoryview(self.read_buffer)
         self.heartbeat = 5.0
         self.heartbeat_timeout = 30.0
@@ -402,22 +396,11 @@ def _kill_children() -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _widen_pipe(fd: int) -> None:
-    """A 1 MiB buffer for a pipe (Linux): large messages then cross sshd and the
-    agent in a few wake-ups. Anything else (a socket, another OS) is left alone."""
-    try:
-        import fcntl
-
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), READ_SIZE)
-    except (ImportError, OSError):
-        pass
-
-
 def _take_over_stdio() -> Tuple[int, int, int]:
     """Move the protocol off fds 0/1; return (in_fd, out_fd, capture_read_fd)."""
     sys.stdout.flush()
-    _widen_pipe(0)
-    _widen_pipe(1)
+    protocol.widen_pipe(0)
+    protocol.widen_pipe(1)
     in_fd = os.dup(0)
     out_fd = os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)

@@ -76,9 +76,6 @@ _PUMP_SLICE = 0.5
 # Bytes read from the event pipe at a time: a burst of small frames in one read,
 # a large reply in a few (a buffer this size is kept per pipe).
 _EVENT_READ = 256 * 1024
-# Buffer of the OS pipes between caller and child; 1 MiB is Linux's default
-# ceiling for unprivileged processes (fs.pipe-max-size).
-_PIPE_BUFFER = 1 << 20
 
 
 class PipeState(enum.Enum):
@@ -135,30 +132,6 @@ def _make_response(values, unhandled, errors, reason) -> Response:
 # Every SSHPipe made in this process, so that a forked child can close the pipe
 # ends of the others (weak: a pipe that is gone is dropped by itself).
 _PIPES_IN_THIS_PROCESS: "weakref.WeakSet[SSHPipe]" = weakref.WeakSet()
-
-
-def _write_all(fd: int, *parts: bytes) -> None:
-    """Write all of ``parts``, in order, to a blocking pipe: one writev for the
-    usual case, without joining them (a large payload is not copied)."""
-    views = [memoryview(part) for part in parts if part]
-    while views:
-        written = os.writev(fd, views)
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if views and written:
-            views[0] = views[0][written:]
-
-
-def _widen_pipe(fd: int) -> None:
-    """Give an OS pipe a 1 MiB buffer (Linux), so a large message crosses between
-    the caller and its child in a few wake-ups instead of one per 64 KiB."""
-    try:
-        import fcntl
-
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_BUFFER)
-    except (ImportError, OSError):
-        pass  # not Linux, or above /proc/sys/fs/pipe-max-size: keep the default
 
 
 class SSHPipe(multiprocessing.Process):
@@ -275,7 +248,7 @@ class SSHPipe(multiprocessing.Process):
         self._request_reader, self._request_writer = multiprocessing.Pipe(duplex=False)
         self._event_reader, self._event_writer = multiprocessing.Pipe(duplex=False)
         for connection in (self._request_writer, self._event_writer):
-            _widen_pipe(connection.fileno())
+            protocol.widen_pipe(connection.fileno())
         self._init_caller_state()
         _PIPES_IN_THIS_PROCESS.add(self)
 
@@ -487,7 +460,8 @@ class SSHPipe(multiprocessing.Process):
                 self._sent_seq += 1
                 seq = self._sent_seq
             try:
-                _write_all(self._request_writer.fileno(), protocol.data_head(seq, size), *parts)
+                protocol.write_all(self._request_writer.fileno(), protocol.data_head(seq, size),
+                                   *parts)
             except OSError as exc:
                 raise PipeBroken(f"{self.host}: the pipe's child process is gone "
                                  f"(message {seq} not sent)") from exc

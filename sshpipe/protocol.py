@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import struct
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
@@ -43,6 +44,7 @@ __all__ = [
     "FrameKind",
     "FrameReader",
     "FrameTracker",
+    "PIPE_BUFFER",
     "PROTOCOL_VERSION",
     "SYNC",
     "SyncScanner",
@@ -54,6 +56,8 @@ __all__ = [
     "encode_json",
     "encode_seq",
     "split_seq",
+    "widen_pipe",
+    "write_all",
 ]
 
 # Bumped on any incompatible change; the handshake refuses a mismatch.
@@ -155,6 +159,42 @@ def decode_json(frame: Frame) -> Any:
                          frame.number) from None
 
 
+# Buffer asked for the OS pipes frames cross (Linux): a large message then passes
+# in a few wake-ups instead of one per 64 KiB. 1 MiB is the default ceiling for
+# unprivileged processes (fs.pipe-max-size).
+PIPE_BUFFER = 1 << 20
+# writev() takes at most IOV_MAX (1024 on Linux) pieces per call.
+_MAX_PIECES = 512
+
+
+def widen_pipe(fd: int, size: int = PIPE_BUFFER) -> None:
+    """Ask for a ``size`` buffer on a pipe; anything else (a socket, another OS,
+    a size over the system's limit) keeps its default."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
+    except (ImportError, OSError):
+        pass
+
+
+def write_all(fd: int, *parts: bytes) -> None:
+    """Write all of ``parts``, in order, to a blocking fd with writev: pieces (a
+    header and a large payload, a batch of frames) go out without being joined.
+
+    Raises:
+        OSError: the fd's reader is gone (EPIPE) or the write failed.
+    """
+    views = [memoryview(part) for part in parts if part]
+    while views:
+        written = os.writev(fd, views[:_MAX_PIECES])
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
+
+
 class FrameReader:
     """Incremental frame parser: :meth:`feed` bytes, get whole frames back.
 
@@ -177,10 +217,6 @@ class FrameReader:
         self._buffer.clear()
         self._error = None
         return rest
-
-    @property
-    def frames_read(self) -> int:
-        return self._count
 
     @property
     def buffered(self) -> int:

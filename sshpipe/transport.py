@@ -21,8 +21,8 @@ import hashlib
 import logging
 import os
 import socket
-from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, List, Optional, Sequence
 
 import paramiko
 
@@ -72,7 +72,6 @@ class ConnectSettings:
     compression: bool = False
     ciphers: Sequence[str] = ()
     config_path: Optional[str] = None
-    extra: Dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def known_hosts_name(self) -> str:

@@ -60,6 +60,8 @@ from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from _common import log, percentile
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # `workers` from this source tree, whatever is installed
     sys.path.insert(0, ROOT)
@@ -100,10 +102,6 @@ class Params:
 
 FULL = Params(rounds=2, noop_tasks=3000, trials=2, latency_samples=300, sleep_tasks_per_slot=25)
 QUICK = Params(rounds=1, noop_tasks=400, trials=1, latency_samples=40, sleep_tasks_per_slot=10)
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -- farms: one interface over the three columns ------------------------------------
@@ -235,7 +233,7 @@ def summarize(samples: Dict[str, List[float]]) -> Dict[str, float]:
     return {
         "noop_rate_per_s": max(samples["noop_rate_per_s"]),
         "latency_median_ms": statistics.median(latencies),
-        "latency_p90_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.9))],
+        "latency_p90_ms": percentile(latencies, 0.9),
         "sleep10_rate_per_s": sleep_rate,
         "sleep10_efficiency": sleep_rate / (samples["slots"][0] / SLEEP),
     }
@@ -273,7 +271,7 @@ def run(params: Params, columns: List[str], rows: List[str], slots: int) -> Dict
                     key = f"{row}/{column}"
                     if key in errors:
                         continue
-                    _log(f"bench_executor: {row}: round {round_number}: {column} ...")
+                    log(f"bench_executor: {row}: round {round_number}: {column} ...")
                     began = time.perf_counter()
                     farm = None
                     try:
@@ -281,14 +279,14 @@ def run(params: Params, columns: List[str], rows: List[str], slots: int) -> Dict
                         got = measure(farm, params)
                     except Exception as exc:  # one failing column must not hide the others
                         errors[key] = f"{type(exc).__name__}: {exc}"
-                        _log(f"bench_executor: {key} failed: {errors[key]}")
+                        log(f"bench_executor: {key} failed: {errors[key]}")
                         continue
                     finally:
                         if farm is not None:
                             farm.close()
                     for name, values in got.items():
                         samples[row][column].setdefault(name, []).extend(values)
-                    _log(f"bench_executor: {key} took {time.perf_counter() - began:.1f} s")
+                    log(f"bench_executor: {key} took {time.perf_counter() - began:.1f} s")
     results = {row: {c: summarize(samples[row][c]) for c in columns
                      if samples[row][c] and f"{row}/{c}" not in errors}
                for row in rows if row not in notes}

@@ -28,7 +28,7 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List
 
-from sshpipe.logging import MpLogger, _Listener
+from sshpipe.mplog import MpLogger, _Listener
 
 FORMAT = "[ %(asctime)s ][ %(levelname)s ][ %(message)s ]"
 LOGGER = "bench"
@@ -154,7 +154,8 @@ def main(argv: List[str]) -> int:
     rows = []
     for label, seconds in times.items():
         rate = total / statistics.median(seconds)
-        rows.append({"setup": label, "records": total, "median_s": round(statistics.median(seconds), 3),
+        rows.append({"setup": label, "records": total,
+                     "median_s": round(statistics.median(seconds), 3),
                      "records_per_s": round(rate), "vs_bare": round(rate / bare, 2)})
     if args.json:
         json.dump({"producers": args.producers, "records_per_producer": args.records,

@@ -47,6 +47,15 @@ throughput_1MiB_MBps
 rate_1KiB_msgs_per_s
     Same method with M messages of 1 KiB (random bytes), one send/write each;
     best trial.
+cpu_ms_per_MiB_<role>
+    CPU time (user + system, from ``/proc/<pid>/stat`` before and after) per MiB
+    of payload over one more 1 MiB x N one-way run, by process role: ``caller``
+    (this process, all its threads), ``child`` (the SSHPipe child; the mp
+    child), ``ssh`` (the ssh client: OpenSSH transport's master, ``ssh cat``'s
+    and execnet's ssh), ``sshd`` (the server's processes for the session) and
+    ``agent`` (what runs remotely: agent and its supervisor, ``head``, execnet's
+    interpreter); ``total`` is their sum. The counters tick at 100 Hz: N is
+    chosen so each trial is a few seconds of CPU in all.
 start_to_hello_ms
     sshpipe: ``SSHPipe(...)`` plus ``start()`` (returns after the agent's hello).
     execnet: ``makegateway()`` (returns after the remote interpreter has
@@ -55,7 +64,13 @@ start_to_hello_ms
     ``ssh`` subprocess. mp_pipe: ``Process.start()`` until the child's "hello".
     Median of the trials. Every SSH column includes the remote login shell's
     start-up (``$SHELL -c``; bash reads ``~/.bashrc`` under sshd), the same for
-    all of them. paramiko is imported in this process before anything is
+    all of them: this machine's root ``~/.bashrc`` runs ``pyenv init``, a
+    *heavy* login shell.
+start_to_hello_plain_ms, first_start_plain_ms
+    The same against a second sshd whose sessions get ``SHLVL=1`` (sshd's
+    ``SetEnv``): bash then takes itself for a nested shell and does not read
+    ``~/.bashrc``, a *plain* remote shell (what a host without rc-file work
+    costs). paramiko is imported in this process before anything is
     measured, so every SSHPipe child (forked) starts with it loaded; a caller
     that has not imported paramiko pays its import (hundreds of ms) in each
     child, which this number leaves out.
@@ -92,28 +107,39 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
+
+from _common import log, percentile, recv_exact, recv_until, sink_command
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HANDLERS = os.path.join(HERE, "handlers")
 
-COLUMNS = ["sshpipe", "execnet_C", "execnet_noC", "paramiko_cat", "ssh_cat", "mp_pipe"]
+COLUMNS = ["sshpipe", "sshpipe_openssh", "execnet_C", "execnet_noC", "paramiko_cat", "ssh_cat",
+           "mp_pipe"]
 COLUMN_TITLES = {
-    "sshpipe": "sshpipe",
+    "sshpipe": "sshpipe paramiko",
+    "sshpipe_openssh": "sshpipe openssh",
     "execnet_C": "execnet -C",
     "execnet_noC": "execnet no -C",
     "paramiko_cat": "paramiko cat",
     "ssh_cat": "ssh cat",
     "mp_pipe": "mp.Pipe",
 }
+CPU_ROLES = ["caller", "child", "ssh", "sshd", "agent", "total"]
 METRICS = ["rtt_100B_median_us", "rtt_100B_p90_us", "throughput_1MiB_MBps",
-           "rate_1KiB_msgs_per_s", "start_to_hello_ms"]
+           "rate_1KiB_msgs_per_s", "start_to_hello_ms", "first_start_ms",
+           "start_to_hello_plain_ms", "first_start_plain_ms"] + [
+               f"cpu_ms_per_MiB_{role}" for role in CPU_ROLES]
 METRIC_TITLES = {
     "rtt_100B_median_us": "rtt 100 B median (us)",
     "rtt_100B_p90_us": "rtt 100 B p90 (us)",
     "throughput_1MiB_MBps": "1 MiB one-way (MB/s)",
     "rate_1KiB_msgs_per_s": "1 KiB one-way (msg/s)",
     "start_to_hello_ms": "start to hello (ms)",
+    "first_start_ms": "first pipe to a host (ms)",
+    "start_to_hello_plain_ms": "start, plain shell (ms)",
+    "first_start_plain_ms": "first pipe, plain shell (ms)",
+    **{f"cpu_ms_per_MiB_{role}": f"cpu ms/MiB {role}" for role in CPU_ROLES},
 }
 
 TIMEOUT = 60.0            # seconds any single wait may take before the run fails
@@ -152,21 +178,14 @@ class Params:
     small_trials: int    # per round
     start_trials: int    # per round
     start_warmup: bool = True  # one unmeasured start first (page cache, sshd)
+    cpu_messages: int = 64     # 1 MiB messages of the CPU trial (per round)
 
 
 FULL = Params(rounds=3, rtt_warmup=100, rtt_count=800, big_messages=32, big_trials=2,
               small_messages=8000, small_trials=2, start_trials=2)
 QUICK = Params(rounds=1, rtt_warmup=20, rtt_count=200, big_messages=8, big_trials=2,
-               small_messages=1500, small_trials=2, start_trials=1, start_warmup=False)
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _percentile(samples: List[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+               small_messages=1500, small_trials=2, start_trials=1, start_warmup=False,
+               cpu_messages=16)
 
 
 class Payloads:
@@ -192,21 +211,102 @@ def _rtt(roundtrip: Callable[[], None], params: Params) -> Dict[str, List[float]
     return {"rtt": samples}
 
 
-def _one_way(transfer: Callable[[bytes, int], float], payloads: Payloads,
-             params: Params) -> Dict[str, List[float]]:
-    """``transfer(payload, count)`` returns the seconds to deliver ``count`` copies."""
+def _cpu_seconds(pid: int) -> Optional[float]:
+    """utime + stime of a process (all its threads, the ended ones included)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU of every process on a column's path, by role, between start() and stop().
+
+    Roles: this process is the caller; its other descendants are ``ssh`` (named
+    ssh) or ``child``; the sshd's descendants are ``sshd`` (named sshd) or
+    ``agent``; ``extra`` adds processes that are neither (the OpenSSH transport's
+    master, a daemon of its own). A process seen only at stop() counts whole;
+    one that ended before stop() is not seen (every column keeps its processes
+    for the whole trial).
+    """
+
+    def __init__(self, server: Any, extra: Optional[Dict[int, str]] = None):
+        self.server = server
+        self.extra = dict(extra or {})
+        self.before: Dict[int, Tuple[str, float]] = {}
+        self.spent: Dict[str, float] = {}
+
+    def _roles(self) -> Dict[int, str]:
+        from sshpipe.testing import descendants, process_name
+
+        roles: Dict[int, str] = {os.getpid(): "caller"}
+        server = self.server
+        remote = [] if server is None else descendants(server.pid)
+        others = set() if server is None else {p.pid for p in remote} | {server.pid}
+        if server is not None and server.watchdog is not None:
+            others.add(server.watchdog.pid)
+        for process in descendants(os.getpid()):
+            if process.pid not in others:
+                roles[process.pid] = "ssh" if process_name(process) == "ssh" else "child"
+        for process in remote:
+            roles[process.pid] = "sshd" if process_name(process).startswith("sshd") \
+                else "agent"
+        roles.update(self.extra)
+        return roles
+
+    def _sample(self) -> Dict[int, Tuple[str, float]]:
+        out = {}
+        for pid, role in self._roles().items():
+            seconds = _cpu_seconds(pid)
+            if seconds is not None:
+                out[pid] = (role, seconds)
+        return out
+
+    def start(self) -> None:
+        self.before = self._sample()
+
+    def stop(self) -> None:
+        spent = {role: 0.0 for role in CPU_ROLES}
+        for pid, (role, seconds) in self._sample().items():
+            spent[role] += seconds - self.before.get(pid, (role, 0.0))[1]
+        spent["total"] = sum(spent[role] for role in CPU_ROLES if role != "total")
+        self.spent = spent
+
+
+Transfer = Callable[..., float]
+
+
+def _one_way(transfer: Transfer, payloads: Payloads, params: Params,
+             meter: Optional[CpuMeter] = None) -> Dict[str, List[float]]:
+    """``transfer(payload, count, meter=None)`` returns the seconds to deliver
+    ``count`` copies, and runs ``meter.start()``/``stop()`` with its clock."""
     transfer(payloads.big, 2)  # warm-up: windows, caches
-    return {
+    results = {
         "big": [transfer(payloads.big, params.big_messages) for _ in range(params.big_trials)],
         "small": [transfer(payloads.small, params.small_messages)
                   for _ in range(params.small_trials)],
     }
+    if meter is not None and sys.platform.startswith("linux"):
+        transfer(payloads.big, params.cpu_messages, meter=meter)
+        mib = params.cpu_messages * BIG_SIZE / (1 << 20)
+        for role, seconds in meter.spent.items():
+            results[f"cpu_{role}"] = [seconds * 1e3 / mib]
+    return results
 
 
-def _starts(start_once: Callable[[], float], params: Params) -> Dict[str, List[float]]:
-    if params.start_warmup:
-        start_once()
-    return {"start": [start_once() for _ in range(params.start_trials)]}
+def _starts(start_once: Callable[[Any], float], servers: "Servers",
+            params: Params) -> Dict[str, List[float]]:
+    """Starts against the heavy-shell server ("start"), then the plain one."""
+    results = {}
+    for server, key in ((servers.heavy, "start"), (servers.plain, "start_plain")):
+        if key == "start_plain" and server is None:
+            continue  # no shell on the way (mp_pipe)
+        if params.start_warmup:
+            start_once(server)
+        results[key] = [start_once(server) for _ in range(params.start_trials)]
+    return results
 
 
 def summarize(samples: Dict[str, List[float]], params: Params) -> Dict[str, float]:
@@ -214,33 +314,59 @@ def summarize(samples: Dict[str, List[float]], params: Params) -> Dict[str, floa
     take the best trial (the least disturbed by other load on the machine); the
     round trip and start take medians."""
     rtt = samples["rtt"]
-    return {
+    out = {
         "rtt_100B_median_us": statistics.median(rtt) * 1e6,
-        "rtt_100B_p90_us": _percentile(rtt, 0.9) * 1e6,
+        "rtt_100B_p90_us": percentile(rtt, 0.9) * 1e6,
         "throughput_1MiB_MBps": params.big_messages * BIG_SIZE / min(samples["big"]) / 1e6,
         "rate_1KiB_msgs_per_s": params.small_messages / min(samples["small"]),
-        "start_to_hello_ms": statistics.median(samples["start"]) * 1e3,
     }
+    for key, metric in (("start", "start_to_hello_ms"), ("first", "first_start_ms"),
+                        ("start_plain", "start_to_hello_plain_ms"),
+                        ("first_plain", "first_start_plain_ms")):
+        if samples.get(key):
+            out[metric] = statistics.median(samples[key]) * 1e3
+    for role in CPU_ROLES:
+        if samples.get(f"cpu_{role}"):
+            # Medians of the rounds: each is one run's CPU per MiB.
+            out[f"cpu_ms_per_MiB_{role}"] = statistics.median(samples[f"cpu_{role}"])
+    return out
 
 
 # -- sshpipe -----------------------------------------------------------------
 
-def bench_sshpipe(server: Any, payloads: Payloads, params: Params) -> Dict[str, List[float]]:
+def bench_sshpipe(servers: "Servers", payloads: Payloads, params: Params,
+                  transport: str = "paramiko") -> Dict[str, List[float]]:
+    """SSHPipe over one transport. With OpenSSH, ``start`` is a later pipe (the
+    master is live) and ``first`` a pipe that starts the master (none running)."""
     from sshpipe import SSHPipe
 
-    def make(handler: str) -> Any:
-        return SSHPipe(server.alias, os.path.join(HANDLERS, handler), config=server.config_path,
-                       python=sys.executable)
+    server = servers.heavy
 
-    def start_once() -> float:
+    def make(handler: str, to: Any = server) -> Any:
+        return SSHPipe(to.alias, os.path.join(HANDLERS, handler), config=to.config_path,
+                       python=sys.executable, transport=transport)
+
+    results: Dict[str, List[float]] = {}
+    if transport == "openssh":
+        from sshpipe._openssh import stop_masters
+
+        for to, key in ((servers.heavy, "first"), (servers.plain, "first_plain")):
+            stop_masters(owner=os.getpid())
+            start = time.perf_counter()
+            pipe = make("echo_handler.py", to)
+            pipe.start()
+            results[key] = [time.perf_counter() - start]
+            pipe.close(timeout=TIMEOUT)
+
+    def start_once(to: Any) -> float:
         start = time.perf_counter()
-        pipe = make("echo_handler.py")
+        pipe = make("echo_handler.py", to)
         pipe.start()
         elapsed = time.perf_counter() - start
         pipe.close(timeout=TIMEOUT)
         return elapsed
 
-    results = _starts(start_once, params)
+    results.update(_starts(start_once, servers, params))
 
     pipe = make("echo_handler.py")
     pipe.start()
@@ -258,14 +384,21 @@ def bench_sshpipe(server: Any, payloads: Payloads, params: Params) -> Dict[str, 
     pipe = make("sink_handler.py")
     pipe.start()
     try:
-        def transfer(payload: bytes, count: int) -> float:
+        def transfer(payload: bytes, count: int, meter: Optional[CpuMeter] = None) -> float:
+            if meter:
+                meter.start()
             start = time.perf_counter()
             for _ in range(count):
                 pipe.send(payload)
             pipe.flush(timeout=TIMEOUT)
-            return time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            if meter:
+                meter.stop()
+            return elapsed
 
-        results.update(_one_way(transfer, payloads, params))
+        master = pipe.remote_info.get("master_pid")
+        meter = CpuMeter(server, {master: "ssh"} if master else None)
+        results.update(_one_way(transfer, payloads, params, meter))
     finally:
         pipe.close(timeout=TIMEOUT)
     return results
@@ -294,24 +427,25 @@ def _execnet_compression(enabled: bool) -> Iterator[None]:
         gateway_io.ssh_args = original
 
 
-def bench_execnet(server: Any, payloads: Payloads, params: Params,
+def bench_execnet(servers: "Servers", payloads: Payloads, params: Params,
                   compression: bool) -> Dict[str, List[float]]:
     import execnet
 
-    spec = f"ssh={server.alias}//ssh_config={server.config_path}//python={sys.executable}"
+    server = servers.heavy
 
-    def gateway() -> Any:
+    def gateway(to: Any = server) -> Any:
+        spec = f"ssh={to.alias}//ssh_config={to.config_path}//python={sys.executable}"
         with _execnet_compression(compression):
             return execnet.makegateway(spec)
 
-    def start_once() -> float:
+    def start_once(to: Any) -> float:
         start = time.perf_counter()
-        gw = gateway()
+        gw = gateway(to)
         elapsed = time.perf_counter() - start
         gw.exit()
         return elapsed
 
-    results = _starts(start_once, params)
+    results = _starts(start_once, servers, params)
 
     gw = gateway()
     try:
@@ -326,51 +460,30 @@ def bench_execnet(server: Any, payloads: Payloads, params: Params,
         channel.send(None)
         channel.waitclose(TIMEOUT)
 
-        def transfer(payload: bytes, count: int) -> float:
+        def transfer(payload: bytes, count: int, meter: Optional[CpuMeter] = None) -> float:
             sink = gw.remote_exec(SINK_SOURCE)
+            if meter:
+                meter.start()
             start = time.perf_counter()
             for _ in range(count):
                 sink.send(payload)
             sink.send(None)
             got = sink.receive(TIMEOUT)
             elapsed = time.perf_counter() - start
+            if meter:
+                meter.stop()
             if got != count:
                 raise RuntimeError(f"execnet sink counted {got} of {count}")
             sink.waitclose(TIMEOUT)
             return elapsed
 
-        results.update(_one_way(transfer, payloads, params))
+        results.update(_one_way(transfer, payloads, params, CpuMeter(server)))
     finally:
         gw.exit()
     return results
 
 
 # -- raw channels: paramiko and the ssh command --------------------------------
-
-def _recv_exact(recv: Callable[[int], bytes], size: int) -> bytes:
-    chunks, got = [], 0
-    while got < size:
-        data = recv(size - got)
-        if not data:
-            raise EOFError(f"stream ended after {got} of {size} bytes")
-        chunks.append(data)
-        got += len(data)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _recv_until(recv: Callable[[int], bytes], marker: bytes) -> bytes:
-    data = b""
-    while not data.endswith(marker):
-        chunk = recv(4096)
-        if not chunk:
-            raise EOFError(f"stream ended before {marker!r}; got {data[-200:]!r}")
-        data += chunk
-    return data
-
-
-def _sink_command(total: int) -> str:
-    return f"echo ready; head -c {total} >/dev/null; echo done"
-
 
 def _paramiko_transport(server: Any) -> Any:
     """Connected and authenticated the way sshpipe connects (fair baseline)."""
@@ -403,44 +516,70 @@ def _paramiko_exec(transport: Any, command: str) -> Any:
     return channel
 
 
-def bench_paramiko(server: Any, payloads: Payloads, params: Params) -> Dict[str, List[float]]:
-    def start_once() -> float:
+def _bench_stream(connect: Callable[[Any, str], Tuple[Any, Callable[[], None]]],
+                  open_stream: Callable[[str], Any], servers: "Servers", payloads: Payloads,
+                  params: Params) -> Dict[str, List[float]]:
+    """Start, round-trip and one-way numbers of a raw byte stream (an object with
+    ``sendall``, ``recv`` and ``close``): ``connect(server, command)`` makes a new
+    connection running ``command`` and gives (stream, close it all);
+    ``open_stream(command)`` runs ``command`` on the connection the rest share
+    (to the heavy-shell server)."""
+    def start_once(to: Any) -> float:
         start = time.perf_counter()
-        transport = _paramiko_transport(server)
-        channel = _paramiko_exec(transport, "echo hello; exec cat")
-        _recv_until(channel.recv, b"hello\n")
+        stream, close = connect(to, "echo hello; exec cat")
+        recv_until(stream.recv, b"hello\n")
         elapsed = time.perf_counter() - start
-        transport.close()
+        close()
         return elapsed
 
-    results = _starts(start_once, params)
-    transport = _paramiko_transport(server)
+    results = _starts(start_once, servers, params)
+    stream = open_stream("cat")
     try:
-        channel = _paramiko_exec(transport, "cat")
         obj = payloads.rtt
 
         def roundtrip() -> None:
-            channel.sendall(memoryview(obj))
-            _recv_exact(channel.recv, RTT_SIZE)
+            stream.sendall(memoryview(obj))
+            recv_exact(stream.recv, RTT_SIZE)
 
         results.update(_rtt(roundtrip, params))
-        channel.close()
+    finally:
+        stream.close()
 
-        def transfer(payload: bytes, count: int) -> float:
-            sink = _paramiko_exec(transport, _sink_command(len(payload) * count))
-            _recv_until(sink.recv, b"ready\n")
+    def transfer(payload: bytes, count: int, meter: Optional[CpuMeter] = None) -> float:
+        # After "done" the sink waits for the end of its input, so that the session
+        # (ssh, sshd) is still there when the CPU meter reads it.
+        sink = open_stream(sink_command(len(payload) * count) + "; exec cat >/dev/null")
+        try:
+            recv_until(sink.recv, b"ready\n")
+            if meter:
+                meter.start()
             start = time.perf_counter()
             for _ in range(count):
                 sink.sendall(memoryview(payload))
-            _recv_until(sink.recv, b"done\n")
+            recv_until(sink.recv, b"done\n")
             elapsed = time.perf_counter() - start
-            sink.close()
+            if meter:
+                meter.stop()
             return elapsed
+        finally:
+            sink.close()
 
-        results.update(_one_way(transfer, payloads, params))
+    results.update(_one_way(transfer, payloads, params, CpuMeter(servers.heavy)))
+    return results
+
+
+def bench_paramiko(servers: "Servers", payloads: Payloads,
+                   params: Params) -> Dict[str, List[float]]:
+    def connect(to: Any, command: str) -> Tuple[Any, Callable[[], None]]:
+        transport = _paramiko_transport(to)
+        return _paramiko_exec(transport, command), transport.close
+
+    transport = _paramiko_transport(servers.heavy)
+    try:
+        return _bench_stream(connect, lambda command: _paramiko_exec(transport, command),
+                             servers, payloads, params)
     finally:
         transport.close()
-    return results
 
 
 class _SSHProcess:
@@ -474,42 +613,13 @@ class _SSHProcess:
         self.process.stdout.close()
 
 
-def bench_ssh(server: Any, payloads: Payloads, params: Params) -> Dict[str, List[float]]:
-    def start_once() -> float:
-        start = time.perf_counter()
-        proc = _SSHProcess(server, "echo hello; exec cat")
-        _recv_until(proc.recv, b"hello\n")
-        elapsed = time.perf_counter() - start
-        proc.close()
-        return elapsed
+def bench_ssh(servers: "Servers", payloads: Payloads, params: Params) -> Dict[str, List[float]]:
+    def connect(to: Any, command: str) -> Tuple[Any, Callable[[], None]]:
+        proc = _SSHProcess(to, command)
+        return proc, proc.close
 
-    results = _starts(start_once, params)
-    proc = _SSHProcess(server, "cat")
-    try:
-        obj = payloads.rtt
-
-        def roundtrip() -> None:
-            proc.sendall(obj)
-            _recv_exact(proc.recv, RTT_SIZE)
-
-        results.update(_rtt(roundtrip, params))
-    finally:
-        proc.close()
-
-    def transfer(payload: bytes, count: int) -> float:
-        sink = _SSHProcess(server, _sink_command(len(payload) * count))
-        try:
-            _recv_until(sink.recv, b"ready\n")
-            start = time.perf_counter()
-            for _ in range(count):
-                sink.sendall(payload)
-            _recv_until(sink.recv, b"done\n")
-            return time.perf_counter() - start
-        finally:
-            sink.close()
-
-    results.update(_one_way(transfer, payloads, params))
-    return results
+    return _bench_stream(connect, lambda command: _SSHProcess(servers.heavy, command), servers,
+                         payloads, params)
 
 
 # -- multiprocessing.Pipe ------------------------------------------------------
@@ -530,7 +640,7 @@ def _mp_child(connection: Any) -> None:
         connection.send(item)
 
 
-def bench_mp(server: Any, payloads: Payloads, params: Params) -> Dict[str, List[float]]:
+def bench_mp(servers: "Servers", payloads: Payloads, params: Params) -> Dict[str, List[float]]:
     def spawn() -> "tuple[Any, Any, float]":
         start = time.perf_counter()
         here, there = multiprocessing.Pipe()
@@ -547,12 +657,12 @@ def bench_mp(server: Any, payloads: Payloads, params: Params) -> Dict[str, List[
         process.join(TIMEOUT)
         here.close()
 
-    def start_once() -> float:
+    def start_once(to: Any) -> float:
         here, process, elapsed = spawn()
         stop(here, process)
         return elapsed
 
-    results = _starts(start_once, params)
+    results = _starts(start_once, Servers(None, None), params)
     here, process, _ = spawn()
     try:
         obj = payloads.rtt
@@ -563,8 +673,10 @@ def bench_mp(server: Any, payloads: Payloads, params: Params) -> Dict[str, List[
 
         results.update(_rtt(roundtrip, params))
 
-        def transfer(payload: bytes, count: int) -> float:
+        def transfer(payload: bytes, count: int, meter: Optional[CpuMeter] = None) -> float:
             here.send("sink")
+            if meter:
+                meter.start()
             start = time.perf_counter()
             for _ in range(count):
                 here.send(payload)
@@ -573,18 +685,42 @@ def bench_mp(server: Any, payloads: Payloads, params: Params) -> Dict[str, List[
                 raise TimeoutError("mp child: no count")
             got = here.recv()
             elapsed = time.perf_counter() - start
+            if meter:
+                meter.stop()
             if got != count:
                 raise RuntimeError(f"mp child counted {got} of {count}")
             return elapsed
 
-        results.update(_one_way(transfer, payloads, params))
+        results.update(_one_way(transfer, payloads, params, CpuMeter(None)))
     finally:
         stop(here, process)
     return results
 
 
+class Servers(NamedTuple):
+    """The two sshd every SSH column runs against (see the module docstring)."""
+
+    heavy: Any   # sessions run the login shell's rc files (here: pyenv init)
+    plain: Any   # SHLVL=1: bash reads no rc file
+
+
+def _plain_shell_server() -> Any:
+    """A LocalSSHServer whose sessions get SHLVL=1 (on the one SetEnv line sshd
+    reads: it takes only the first SetEnv directive)."""
+    from sshpipe.testing import LocalSSHServer
+
+    class PlainShellServer(LocalSSHServer):
+        @staticmethod
+        def _remote_environment() -> str:
+            line = LocalSSHServer._remote_environment().rstrip("\n")
+            return f"{line} SHLVL=1\n" if line else "SetEnv SHLVL=1\n"
+
+    return PlainShellServer(alias="bench-pipe-plain")
+
+
 BENCHES: Dict[str, Callable[[Any, Payloads, Params], Dict[str, List[float]]]] = {
     "sshpipe": bench_sshpipe,
+    "sshpipe_openssh": lambda s, p, q: bench_sshpipe(s, p, q, transport="openssh"),
     "execnet_C": lambda s, p, q: bench_execnet(s, p, q, compression=True),
     "execnet_noC": lambda s, p, q: bench_execnet(s, p, q, compression=False),
     "paramiko_cat": bench_paramiko,
@@ -635,6 +771,38 @@ def targets(results: Dict[str, Dict[str, float]]) -> List[Dict[str, Any]]:
     add("start_to_hello <= 0.5 x execnet", "start_to_hello_ms",
         execnet_start * 0.5 if execnet_start is not None else None, lambda m, r: m <= r,
         "0.5 x best execnet")
+
+    # Issue 13's targets for the OpenSSH transport.
+    ours = results.get("sshpipe_openssh", {})
+    column = "sshpipe_openssh"
+
+    def scaled(reference: Optional[float], factor: float) -> Optional[float]:
+        return None if reference is None else reference * factor
+
+    def add13(name: str, metric: str, reference: Optional[float], ok: Callable[..., bool],
+              describe: str) -> None:
+        add(f"[openssh] {name}", metric, reference, ok, describe)
+        rows[-1]["column"] = column
+
+    add13("rtt_100B median <= 0.8 x execnet", "rtt_100B_median_us",
+          scaled(best("rtt_100B_median_us", min), 0.8), lambda m, r: m <= r,
+          "0.8 x best execnet")
+    add13("rtt_100B median <= 1.3 x ssh cat", "rtt_100B_median_us",
+          scaled(value("ssh_cat", "rtt_100B_median_us"), 1.3), lambda m, r: m <= r,
+          "1.3 x ssh cat")
+    add13("rate_1KiB >= 3 x execnet", "rate_1KiB_msgs_per_s",
+          scaled(best("rate_1KiB_msgs_per_s", max), 3), lambda m, r: m >= r,
+          "3 x best execnet")
+    add13("throughput_1MiB >= 0.9 x ssh cat", "throughput_1MiB_MBps",
+          scaled(value("ssh_cat", "throughput_1MiB_MBps"), 0.9), lambda m, r: m >= r,
+          "0.9 x ssh cat")
+    add13("later start_to_hello <= 60 ms", "start_to_hello_ms", 60.0, lambda m, r: m <= r,
+          "60 ms")
+    add13("later start_to_hello <= 0.2 x execnet", "start_to_hello_ms",
+          scaled(execnet_start, 0.2), lambda m, r: m <= r, "0.2 x best execnet")
+    add13("first pipe no slower than paramiko's", "first_start_ms",
+          value("sshpipe", "start_to_hello_ms"), lambda m, r: m <= r * 1.1,
+          "sshpipe paramiko start (+10%)")
     return rows
 
 
@@ -659,7 +827,7 @@ def render(report: Dict[str, Any]) -> str:
         lines.append("  ".join([METRIC_TITLES[metric].ljust(width)] + [
             _fmt(results.get(c, {}).get(metric)).rjust(w) for c, w in zip(columns, cells)]))
     lines.append("")
-    lines.append("sshpipe targets (issue 4):")
+    lines.append("sshpipe targets (issue 4: paramiko column; issue 13: [openssh]):")
     for row in report["targets"]:
         ratio = f" (x{row['ratio']:.2f})" if row["ratio"] is not None else ""
         lines.append(f"  {row['status'].upper():7} {row['target']:40} sshpipe "
@@ -696,22 +864,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     samples: Dict[str, Dict[str, List[float]]] = {c: {} for c in columns}
     errors: Dict[str, str] = {}
     load_before = os.getloadavg()
-    with LocalSSHServer(alias="bench-pipe") as server:
+    with LocalSSHServer(alias="bench-pipe") as server, _plain_shell_server() as plain:
+        servers = Servers(server, plain)
         for round_number in range(1, params.rounds + 1):
             for column in columns:
                 if column in errors:
                     continue
-                _log(f"bench_pipe: round {round_number}/{params.rounds}: {column} ...")
+                log(f"bench_pipe: round {round_number}/{params.rounds}: {column} ...")
                 t0 = time.perf_counter()
                 try:
-                    got = BENCHES[column](server, payloads, params)
+                    got = BENCHES[column](servers, payloads, params)
                 except Exception as exc:  # one failing column must not hide the others
                     errors[column] = f"{type(exc).__name__}: {exc}"
-                    _log(f"bench_pipe: {column} failed: {errors[column]}")
+                    log(f"bench_pipe: {column} failed: {errors[column]}")
                     continue
                 for key, values in got.items():
                     samples[column].setdefault(key, []).extend(values)
-                _log(f"bench_pipe: {column} took {time.perf_counter() - t0:.1f} s")
+                log(f"bench_pipe: {column} took {time.perf_counter() - t0:.1f} s")
     results = {c: summarize(samples[c], params) for c in columns if c not in errors}
     report = {
         "mode": "quick" if args.quick else "full",

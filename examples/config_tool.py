@@ -39,7 +39,10 @@ def edit(path: str) -> int:
     config = sshpipe.load(path)                      # lossless parse
     settings = config.resolve("web")                 # what `ssh -G web` would print
     print("web ->", settings["user"] + "@" + settings["hostname"] + ":" + settings["port"])
-    print("keepalive:", settings["serveraliveinterval"], "identity files:", len(settings["identityfile"]))
+    print("keepalive:", settings["serveraliveinterval"],
+          "identity files:", len(settings["identityfile"]))
+    for release in ("9.2", "10.0"):                  # as that OpenSSH release would print it
+        print(f"OpenSSH {release}: ipqos", config.resolve("web", openssh=release)["ipqos"])
 
     config.set("web", "Port", 2200)                  # edit one value in place
     # new blocks go before "Host *" so that its defaults do not win over them

@@ -28,7 +28,8 @@ def subproc(limit=1, logger_info=None):
 if __name__ == "__main__":
     logdir = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="mplogger-")
 
-    level_formats = {logging.DEBUG: "[ %(asctime)s ][ %(levelname)s ][ %(message)s ][ %(module)s.%(funcName)s(%(lineno)d) ]",
+    level_formats = {logging.DEBUG: "[ %(asctime)s ][ %(levelname)s ][ %(message)s ]"
+                                    "[ %(module)s.%(funcName)s(%(lineno)d) ]",
                      'default':   "[ %(asctime)s ][ %(levelname)s ][ %(message)s ]",
                      }
 

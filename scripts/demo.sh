@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/sshpipe demo "$@"
+exec "${SSHPIPE_VENV:-.venv}/bin/sshpipe" demo "$@"

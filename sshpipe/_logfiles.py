@@ -1,4 +1,4 @@
-"""Log files for :mod:`sshpipe.logging`: private creation and rollover by time or size.
+"""Log files for :mod:`sshpipe.mplog`: private creation and rollover by time or size.
 
 :class:`TimedSizedRotatingHandler` is a :class:`logging.handlers.TimedRotatingFileHandler`
 that also rolls over when the file would grow past ``maxBytes``: whichever comes
@@ -16,13 +16,15 @@ appended to (or truncated with ``mode='w'``) and keeps its mode.
 """
 from __future__ import annotations
 
+import datetime
+import io
 import locale
 import logging
 import logging.handlers
 import os
 import re
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Literal, Optional
 
 __all__ = ["TimedSizedRotatingHandler", "open_private"]
 
@@ -34,8 +36,8 @@ BACKUP_STAMP = "%Y-%m-%d_%H-%M-%S"
 _BACKUP_RE = r"(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(?:\.(\d+))?"
 
 
-def open_private(path: str, mode: str = "a", encoding: Optional[str] = None,
-                 errors: Optional[str] = None):
+def open_private(path: str, mode: Literal["a", "w"] = "a", encoding: Optional[str] = None,
+                 errors: Optional[str] = None) -> io.TextIOWrapper:
     """Open a text file for writing, creating it with mode 0600 if it does not exist.
 
     Args:
@@ -79,7 +81,7 @@ class TimedSizedRotatingHandler(logging.handlers.TimedRotatingFileHandler):
 
     def __init__(self, filename: str, mode: str = "a", maxBytes: int = 0, backupCount: int = 0,
                  encoding: Optional[str] = None, delay: bool = False, when: str = "h",
-                 interval: int = 1, utc: bool = False, atTime=None,
+                 interval: int = 1, utc: bool = False, atTime: Optional[datetime.time] = None,
                  errors: Optional[str] = None, *, clock: Optional[Callable[[], float]] = None):
         if mode not in ("a", "w"):
             raise ValueError(f"mode must be 'a' or 'w', not {mode!r}")
@@ -96,7 +98,8 @@ class TimedSizedRotatingHandler(logging.handlers.TimedRotatingFileHandler):
         self.maxBytes = maxBytes
         self._byte_encoding = encoding or locale.getpreferredencoding(False)
         self._size = 0
-        self._backup_re = re.compile(re.escape(os.path.basename(filename)) + r"\." + _BACKUP_RE + "$")
+        self._backup_re = re.compile(
+            re.escape(os.path.basename(filename)) + r"\." + _BACKUP_RE + "$")
         now = self._clock()
         started = os.stat(filename).st_mtime if existed and mode == "a" else now
         self._started = started
@@ -108,8 +111,9 @@ class TimedSizedRotatingHandler(logging.handlers.TimedRotatingFileHandler):
 
     # -- file handling ---------------------------------------------------------
 
-    def _open(self):
-        stream = open_private(self.baseFilename, self.mode, self.encoding, self.errors)
+    def _open(self) -> io.TextIOWrapper:
+        mode: Literal["a", "w"] = "w" if self.mode == "w" else "a"
+        stream = open_private(self.baseFilename, mode, self.encoding, self.errors)
         # 'w' truncates what was there before this handler; a reopen (after
         # close(), or of a fresh file after rollover) must not truncate again.
         self.mode = "a"
@@ -202,7 +206,8 @@ class TimedSizedRotatingHandler(logging.handlers.TimedRotatingFileHandler):
         for entry in os.listdir(folder):
             match = self._backup_re.match(entry)
             if match:
-                found.append((match.group(1), int(match.group(2) or 0), os.path.join(folder, entry)))
+                found.append((match.group(1), int(match.group(2) or 0),
+                              os.path.join(folder, entry)))
         return [path for _, _, path in sorted(found)]
 
     def getFilesToDelete(self) -> List[str]:

@@ -1,4 +1,4 @@
-"""Record formatting for :mod:`sshpipe.logging`: one format per level, microsecond dates.
+"""Record formatting for :mod:`sshpipe.mplog`: one format per level, microsecond dates.
 
 :class:`LevelBasedFormatter` keeps one :class:`logging.Formatter` per level and a
 ``'default'`` one for the others. ``%f`` in ``datefmt`` prints microseconds
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Union
 
 __all__ = ["LevelBasedFormatter", "DEFAULT_LEVEL_FORMATS"]
 
@@ -24,11 +24,15 @@ DEFAULT_LEVEL_FORMATS: Dict[Union[int, str], str] = {
 }
 
 LevelKey = Union[int, str]
+#: logging.Formatter's format styles.
+Style = Literal["%", "{", "$"]
 
 
 def _split_micro(datefmt: str) -> List[str]:
     """Split ``datefmt`` at each ``%f`` (not at ``%%f``): the parts strftime can do."""
-    parts, current, i = [], [], 0
+    parts: List[str] = []
+    current: List[str] = []
+    i = 0
     while i < len(datefmt):
         if datefmt[i] == "%" and i + 1 < len(datefmt):
             token = datefmt[i:i + 2]
@@ -48,7 +52,7 @@ def _split_micro(datefmt: str) -> List[str]:
 class _LevelFormat(logging.Formatter):
     """One level's format: ``%f`` dates, per-second strftime cache, attribute defaults."""
 
-    def __init__(self, fmt: str, datefmt: Optional[str], style: str,
+    def __init__(self, fmt: str, datefmt: Optional[str], style: Style,
                  defaults: Mapping[str, Any]):
         super().__init__(fmt, datefmt, style)
         self._date_parts = _split_micro(datefmt) if datefmt else None
@@ -103,7 +107,7 @@ class LevelBasedFormatter(logging.Formatter):
     """
 
     def __init__(self, level_formats: Optional[Mapping[LevelKey, str]] = None,
-                 datefmt: Optional[str] = None, style: str = "%",
+                 datefmt: Optional[str] = None, style: Style = "%",
                  defaults: Optional[Mapping[str, Any]] = None):
         formats: Dict[LevelKey, str] = dict(DEFAULT_LEVEL_FORMATS if level_formats is None
                                             else level_formats)
@@ -131,7 +135,3 @@ class LevelBasedFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """Format ``record`` with the format for its level, or the default one."""
         return self._by_level.get(record.levelno, self._default).format(record)
-
-    def formatter_for(self, levelno: int) -> logging.Formatter:
-        """The formatter used for records of level ``levelno``."""
-        return self._by_level.get(levelno, self._default)

@@ -38,9 +38,10 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import Any, Deque, List, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 from sshpipe import protocol, serial
+from sshpipe._logwire import to_wire
 from sshpipe.errors import ProtocolError
 from sshpipe.handler import (EXIT_ATEXIT, EXIT_ATSTART, EXIT_CALLER_LOST, EXIT_HANDLE, EXIT_OK,
                              EXIT_PROTOCOL, SSHPipeHandler)
@@ -60,6 +61,21 @@ ACK_EVERY = 256
 EXIT_GRACE = 5.0
 # Flush once this much is buffered, whatever else is pending.
 WRITE_BATCH = 256 * 1024
+# Replies the caller may leave untaken before reply() blocks, unless the caller's
+# START says otherwise: a caller that does not read stops the handler, instead of
+# its own memory growing without bound.
+REPLY_WINDOW = 1024
+REPLY_WINDOW_BYTES = 64 << 20
+# A message with at least this much still to come is read straight into a buffer
+# of its own (protocol.FrameReader's direct mode): a copy less of every byte.
+DIRECT_READ = 128 * 1024
+# Made once: the ticker's heartbeat and the reply window's request for credit.
+_PING = protocol.encode(FrameKind.PING)
+# While a hook is busy the ticker reads the caller's input, so that heartbeats and
+# reply credit still arrive and a lost caller is noticed; it stops taking more
+# input once this many bytes of messages wait to be handled (the caller is then
+# taken for alive: it sent them).
+BUSY_INPUT_LIMIT = 64 << 20
 
 
 
@@ -72,7 +88,7 @@ class _Writer:
     """
 
     def __init__(self, fd: int):
-        self._fd = fd
+        self.fd = fd
         self._lock = threading.Lock()
         self._chunks: List[bytes] = []
         self._size = 0
@@ -108,38 +124,76 @@ class _Writer:
         if self.broken:
             return
         try:
-            protocol.write_all(self._fd, *chunks)
+            protocol.write_all(self.fd, *chunks)
         except OSError:
             self.broken = True  # the caller is gone; the reader will see EOF
         self.last_write = time.monotonic()
 
 
-class _FrameLogHandler(logging.Handler):
-    """Sends every log record to the caller as a LOG frame."""
+class _ReplyWindow:
+    """Replies sent but not yet taken by the caller's ``recv()``.
 
-    def __init__(self, writer: _Writer, handler_id: str):
+    ``reserve()`` blocks while the window is full (by count or by bytes; one
+    reply larger than the byte bound still goes when nothing else is pending).
+    The caller reports what it has taken in CREDIT frames, not after every reply
+    (that was one more frame across the whole path per message) but every quarter
+    window and whenever the agent asks: before it waits, ``reserve()`` calls
+    ``ask`` (the agent flushes its batch and sends a PING, which a caller whose
+    hello said ``credit_on_request`` answers with its count), and again every
+    second while it waits. Once the caller has ended its input the window no
+    longer limits (nobody will take more, and the replies must still reach the
+    caller before the agent's end).
+    """
+
+    def __init__(self, count: int = REPLY_WINDOW, size: int = REPLY_WINDOW_BYTES):
+        self.count = count
+        self.size = size
+        self._cond = threading.Condition()
+        self._pending: Deque[int] = deque()  # sizes of untaken replies, oldest first
+        self._bytes = 0
+        self._taken = 0
+        self._unlimited = False
+
+    def _full(self, size: int) -> bool:
+        return bool(self._pending) and not self._unlimited and (
+            len(self._pending) >= self.count or self._bytes + size > self.size)
+
+    def reserve(self, size: int, ask: Any) -> None:
+        with self._cond:
+            while self._full(size):
+                self._cond.release()
+                try:
+                    ask()  # what is batched reaches the caller first, then the PING
+                finally:
+                    self._cond.acquire()
+                if self._full(size):
+                    self._cond.wait(1.0)
+            self._pending.append(size)
+            self._bytes += size
+
+    def taken(self, total: int) -> None:
+        with self._cond:
+            while self._taken < total and self._pending:
+                self._bytes -= self._pending.popleft()
+                self._taken += 1
+            self._cond.notify_all()
+
+    def unlimit(self) -> None:
+        with self._cond:
+            self._unlimited = True
+            self._cond.notify_all()
+
+
+class _FrameLogHandler(logging.Handler):
+    """Sends every log record to the caller as a LOG frame (:mod:`sshpipe._logwire`)."""
+
+    def __init__(self, writer: _Writer):
         super().__init__()
         self._writer = writer
-        self._handler_id = handler_id
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            message = record.getMessage()
-            exc_text = record.exc_text
-            if record.exc_info and not exc_text:
-                exc_text = logging.Formatter().formatException(record.exc_info)
-            fields = {
-                "name": record.name, "levelno": record.levelno,
-                "levelname": record.levelname, "msg": message, "created": record.created,
-                "msecs": record.msecs, "pathname": record.pathname,
-                "filename": record.filename, "module": record.module,
-                "lineno": record.lineno, "funcName": record.funcName,
-                "process": record.process, "processName": record.processName,
-                "thread": record.thread, "threadName": record.threadName,
-                "exc_text": exc_text, "stack_info": record.stack_info,
-                "handler_id": self._handler_id,
-            }
-            self._writer.put(protocol.encode_json(FrameKind.LOG, fields))
+            self._writer.put(protocol.encode_json(FrameKind.LOG, to_wire(record, plain=True)))
         except Exception:  # logging must never take the agent down
             self.handleError(record)
 
@@ -164,7 +218,7 @@ def _dill_version() -> Optional[str]:
     return None
 
 
-def _versions() -> dict:
+def _versions() -> Dict[str, Optional[str]]:
     return {"python": platform.python_version(), "dill": _dill_version()}
 
 
@@ -175,14 +229,26 @@ class _Agent:
         self.handler = handler
         self.in_fd = in_fd
         self.writer = _Writer(out_fd)
-        self.reader = protocol.FrameReader()
+        self.reader = protocol.FrameReader(direct=DIRECT_READ)
         self.frames: Deque[Union[Frame, Exception]] = deque()
+        self.queued_bytes = 0      # payload bytes in self.frames
+        # Whoever reads the input holds this: the main thread while it waits for a
+        # message, the ticker while a hook is busy.
+        self.input_lock = threading.Lock()
+        self.input_ended = False   # END or end of input seen (frames may still wait)
+        self.caller_said_end = False
         # One buffer for every read: a fresh 1 MiB bytes per read cost an mmap and
         # munmap per message.
         self.read_buffer = bytearray(protocol.PIPE_BUFFER)
         self.read_view = memoryview(self.read_buffer)
+        # Registered once (select() builds its fd sets on every call); used only
+        # under input_lock, as poll() must not run in two threads at once.
+        self._poller = select.poll()
+        self._poller.register(in_fd, select.POLLIN)
         self.heartbeat = 5.0
         self.heartbeat_timeout = 30.0
+        self.max_frame = protocol.DEFAULT_MAX_FRAME
+        self.window = _ReplyWindow()
         self.last_input = time.monotonic()
         self.busy = False          # the main thread is inside a handler hook
         self.stopping = threading.Event()
@@ -193,11 +259,20 @@ class _Agent:
 
     # -- output -----------------------------------------------------------
     def reply(self, obj: Any) -> None:
+        payload = serial.dumps(obj)
+        if len(payload) > self.max_frame:
+            raise ValueError(f"a reply of {len(payload)} bytes exceeds the pipe's max_frame "
+                             f"of {self.max_frame} bytes")
+        self.window.reserve(len(payload), self._ask_for_credit)
         # The main thread flushes when it runs out of input; a reply from any other
         # thread (a handler's own workers) may come while the main thread waits, so
         # it goes out at once.
-        frame = protocol.encode(FrameKind.REPLY, serial.dumps(obj))
-        self.writer.put(frame, flush=threading.get_ident() != self.main_thread)
+        self.writer.put(protocol.encode(FrameKind.REPLY, payload),
+                        flush=threading.get_ident() != self.main_thread)
+
+    def _ask_for_credit(self) -> None:
+        """The reply window is full: flush, and PING the caller for its count."""
+        self.writer.put(_PING, flush=True)
 
     def _report_error(self, seq: int, where: str, exc: BaseException) -> None:
         self.writer.put(protocol.encode_json(FrameKind.ERROR, {
@@ -214,6 +289,54 @@ class _Agent:
         self.writer.handled_seq = seq
 
     # -- input ------------------------------------------------------------
+    def _read_input(self, timeout: float) -> bool:
+        """Read what the caller sent within ``timeout`` (the caller holds
+        ``input_lock``): CREDIT, PING and END are acted on here, messages are queued
+        for the main thread. False if nothing came."""
+        if not self._poller.poll(timeout * 1000):
+            return False
+        # The rest of a large message is read straight into its own buffer.
+        into = self.reader.into()
+        count = os.readv(self.in_fd, [self.read_buffer if into is None else into])
+        self.last_input = time.monotonic()
+        if not count:
+            self._end_input()
+        elif into is None:
+            self.ingest(self.read_view[:count])
+        else:
+            self._take(self.reader.filled(count))
+        return True
+
+    def ingest(self, data: Any) -> None:
+        """Parse input bytes (under ``input_lock``, or before the threads start)."""
+        try:
+            frames = self.reader.feed(data)
+        except ProtocolError as exc:
+            self.frames.append(exc)
+            self._end_input()
+            return
+        self._take(frames)
+
+    def _take(self, frames: List[Frame]) -> None:
+        """Act on the caller's control frames; queue its messages."""
+        for frame in frames:
+            kind = frame.kind
+            if kind == FrameKind.CREDIT:
+                self.window.taken(protocol.split_seq(frame.payload)[0])
+            elif kind == FrameKind.PING:
+                continue
+            elif kind == FrameKind.END:
+                self.caller_said_end = True
+                self._end_input()
+            else:
+                self.frames.append(frame)
+                self.queued_bytes += len(frame.payload)
+
+    def _end_input(self) -> None:
+        self.input_ended = True
+        # Nobody will take replies any more before the end: let them all go out.
+        self.window.unlimit()
+
     def next_frame(self) -> Union[Frame, str, Exception]:
         """The next frame from the caller, or "eof", "lost", or the parse error.
 
@@ -221,37 +344,64 @@ class _Agent:
         the output: that is when a batch of replies goes out.
         """
         while not self.frames:
-            self.writer.flush()
-            ready, _, _ = select.select([self.in_fd], [], [], self.heartbeat)
-            now = time.monotonic()
-            if not ready:
-                if now - self.last_input > self.heartbeat_timeout:
-                    return "lost"
-                continue
-            count = os.readv(self.in_fd, [self.read_buffer])
-            self.last_input = now
-            if not count:
+            if self.input_ended:
                 return "eof"
-            try:
-                self.frames.extend(self.reader.feed(self.read_view[:count]))
-            except ProtocolError as exc:
-                return exc
-        return self.frames.popleft()
+            self.writer.flush()
+            with self.input_lock:
+                if self.frames or self.input_ended:
+                    continue  # the ticker read while a hook was busy
+                got = self._read_input(self.heartbeat)
+            if not got and time.monotonic() - self.last_input > self.heartbeat_timeout:
+                return "lost"
+        item = self.frames.popleft()
+        if isinstance(item, Frame):
+            self.queued_bytes -= len(item.payload)
+        return item
 
     # -- threads ----------------------------------------------------------
     def tick_loop(self) -> None:
-        """Ticker thread: flush late frames, send heartbeats, notice a caller that
-        hung up while a handler hook is busy (it cannot read the input then)."""
-        poller = select.poll()
-        poller.register(self.in_fd, select.POLLHUP | select.POLLERR)
+        """Ticker thread: flush late frames, send heartbeats, and while a hook is
+        busy read the caller's input (credit, heartbeats), so that a caller that
+        hung up or went silent past the bound ends the agent even then."""
         while not self.stopping.wait(FLUSH_DELAY):
             self.writer.flush(older_than=FLUSH_DELAY)
             if time.monotonic() - self.writer.last_write >= self.heartbeat:
-                self.writer.put(protocol.encode(FrameKind.PING), flush=True)
-            if self.busy and any(event & (select.POLLHUP | select.POLLERR)
-                                 for _, event in poller.poll(0)):
-                self._exit_hard_after_grace(EXIT_CALLER_LOST)
-                return
+                self.writer.put(_PING, flush=True)
+            if not self.busy:
+                continue
+            if self.queued_bytes >= BUSY_INPUT_LIMIT:
+                self.last_input = time.monotonic()  # it sent that much: it is there
+            elif not self.input_ended and self.input_lock.acquire(blocking=False):
+                try:
+                    if self.busy:
+                        self._read_input(0)
+                finally:
+                    self.input_lock.release()
+            if not self.busy:
+                continue
+            if self.writer.broken or self._output_gone() or (
+                    self.input_ended and not self.caller_said_end):
+                self._exit_hard_after_grace(
+                    EXIT_CALLER_LOST, "the caller hung up and the handler did not return")
+                continue
+            silent = time.monotonic() - self.last_input
+            if silent > self.heartbeat_timeout:
+                self._exit_hard_after_grace(
+                    EXIT_CALLER_LOST, f"no heartbeat from the caller for {silent:.1f} s "
+                    f"(bound {self.heartbeat_timeout:g} s) while the handler was busy")
+                continue
+
+    def _output_gone(self) -> bool:
+        """The session's reader of our output is gone (the SSH session closed: the
+        caller's child was ended, sshd or the link died). Seen at once, without
+        waiting for the next heartbeat's write to fail."""
+        try:
+            poller = select.poll()
+            poller.register(self.writer.fd, select.POLLOUT)
+            return any(event & (select.POLLERR | select.POLLHUP)
+                       for _, event in poller.poll(0))
+        except (OSError, ValueError):
+            return True
 
     def capture_loop(self, fd: int) -> None:
         """Capture thread: what the handler prints becomes STDOUT frames."""
@@ -264,22 +414,21 @@ class _Agent:
                 return
             self.writer.put(protocol.encode(FrameKind.STDOUT, data))
 
-    def _exit_hard_after_grace(self, code: int) -> None:
-        """The caller hung up while a hook is busy. Nobody can receive its results,
+    def _exit_hard_after_grace(self, code: int, reason: str) -> None:
+        """The caller is gone while a hook is busy. Nobody can receive its results,
         so after a short grace (one heartbeat, at most EXIT_GRACE) the agent and
         everything it started are ended: on a busy thread signal handlers cannot be
         changed, so the whole process group, this process included, gets SIGKILL."""
-        if self.stopping.wait(min(EXIT_GRACE, self.heartbeat)):
+        if self.stopping.wait(min(EXIT_GRACE, self.heartbeat)) or not self.busy:
             return
         self.writer.put(protocol.encode_json(FrameKind.EXIT, {
-            "exitcode": code, "reason": "the caller hung up and the handler did not return"}),
-            flush=True)
+            "exitcode": code, "reason": reason}), flush=True)
         if os.getpgrp() == os.getpid():
             os.killpg(os.getpid(), signal.SIGKILL)
         os._exit(code)
 
     # -- main loop --------------------------------------------------------
-    def _call(self, hook, received: Any) -> None:
+    def _call(self, hook: Callable[[Any], Any], received: Any) -> None:
         self.busy = True
         try:
             hook(received)
@@ -293,10 +442,11 @@ class _Agent:
         code, reason = EXIT_OK, "closed by the caller"
         while True:
             item = self.next_frame()
-            if item == "eof":
-                break
-            if item == "lost":
-                code, reason = EXIT_CALLER_LOST, "no heartbeat from the caller"
+            if isinstance(item, str):  # "eof" or "lost"
+                if item == "lost":
+                    code, reason = EXIT_CALLER_LOST, "no heartbeat from the caller"
+                elif not self.caller_said_end:
+                    reason = "end of input without END: the caller went away"
                 break
             if isinstance(item, Exception):
                 code, reason = EXIT_PROTOCOL, f"bad input from the caller: {item}"
@@ -361,7 +511,7 @@ class _Agent:
         return tolerance != -1 and self.errors > tolerance
 
 
-def _read_start(in_fd: int, max_frame: int) -> Tuple[dict, bytes]:
+def _read_start(in_fd: int, max_frame: int) -> Tuple[Dict[str, Any], bytes]:
     """Block until the caller's START frame; return its settings and the bytes after
     it (which are not parsed here: bad input there is the main loop's to report)."""
     pending = b""
@@ -416,13 +566,27 @@ def _take_over_stdio() -> Tuple[int, int, int]:
     return in_fd, out_fd, capture_read
 
 
+def _quietly(action: Any) -> None:
+    """Run a best-effort step of the agent's own exit path."""
+    try:
+        action()
+    except Exception:  # noqa: BLE001 - a handler's stdio may be None or closed
+        pass
+
+
 def serve(handler: SSHPipeHandler) -> int:
     """Serve ``handler`` over this process's stdin/stdout; return the exit status."""
     in_fd, out_fd, capture_fd = _take_over_stdio()
     agent = _Agent(handler, in_fd, out_fd)
     hello = {"protocol": protocol.PROTOCOL_VERSION, "pid": os.getpid(),
              "host": socket.gethostname(), "handler": type(handler).__name__,
-             "handler_id": handler.handler_id}
+             "handler_id": handler.handler_id,
+             # What this handler takes for a term message (the caller's own is
+             # added from START): the caller need not guess.
+             "term_messages": sorted(str(m) for m in handler.term_messages),
+             # The caller may hold its CREDIT until a PING asks for it (see
+             # _ReplyWindow): one frame less per message.
+             "credit_on_request": True}
     hello.update(_versions())
     # The marker and hello go out before START is read: the caller sends START
     # without waiting, so start-up costs one round trip, not two.
@@ -434,16 +598,16 @@ def serve(handler: SSHPipeHandler) -> int:
         return EXIT_PROTOCOL
     agent.heartbeat = float(settings.get("heartbeat", agent.heartbeat))
     agent.heartbeat_timeout = float(settings.get("heartbeat_timeout", agent.heartbeat_timeout))
-    agent.reader.max_frame = int(settings.get("max_frame", protocol.DEFAULT_MAX_FRAME))
-    try:
-        agent.frames.extend(agent.reader.feed(rest))
-    except ProtocolError as exc:
-        agent.frames.append(exc)  # reported through the main loop, like any bad input
+    agent.max_frame = int(settings.get("max_frame", protocol.DEFAULT_MAX_FRAME))
+    agent.reader.max_frame = agent.max_frame
+    agent.window = _ReplyWindow(int(settings.get("reply_window", REPLY_WINDOW)),
+                                int(settings.get("reply_window_bytes", REPLY_WINDOW_BYTES)))
+    agent.ingest(rest)  # bad input there is reported through the main loop
     extra_terms = settings.get("term_messages") or []
     handler.term_messages = handler.term_messages | frozenset(extra_terms)
     handler._agent = agent
 
-    log_handler = _FrameLogHandler(agent.writer, handler.handler_id)
+    log_handler = _FrameLogHandler(agent.writer)
     root = logging.getLogger()
     root.addHandler(log_handler)
     root.setLevel(int(settings.get("log_level", logging.DEBUG)))
@@ -461,13 +625,16 @@ def serve(handler: SSHPipeHandler) -> int:
         # A hook called sys.exit(): honour the status, end in order all the same.
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         reason = f"the handler called sys.exit({exc.code!r})"
+        if not isinstance(exc.code, (int, type(None))):
+            text = f"{exc.code}\n"  # read while exc is bound (Python unbinds it after)
+            _quietly(lambda: (sys.stderr.write(text), sys.stderr.flush()))
     except BaseException as exc:  # the outermost loop: report, then end in order
         code, reason = EXIT_HANDLE, f"the agent failed: {exc!r}"
         traceback.print_exc()
     finally:
         handler._agent = None
         root.removeHandler(log_handler)
-        sys.stdout.flush()
+        _quietly(lambda: sys.stdout.flush())  # the handler may have set it to None or closed it
     # Children go first: one that holds fd 1 (the capture pipe) or the session's
     # stdout would otherwise keep the capture thread, and the channel, open.
     _kill_children()

@@ -1,4 +1,4 @@
-"""The ``sshpipe`` command line: ``config`` tools, ``run``, ``demo``.
+"""The ``sshpipe`` command line: ``config`` tools, ``run``, ``masters``, ``demo``.
 
 This is the only module (with its per-area ``_cli`` helpers) that prints; the
 library itself reports through return values, exceptions and logging.
@@ -6,10 +6,31 @@ library itself reports through return values, exceptions and logging.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional, Sequence, Tuple
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+# Exit status of a command whose output pipe was closed (128 + SIGPIPE), as a
+# shell reports it.
+_EXIT_BROKEN_PIPE = 141
+
+
+class _SubcommandParser(argparse.ArgumentParser):
+    """The parser of a subcommand, which reports its own argument errors.
+
+    argparse leaves an option no subcommand knows to the top-level parser, which
+    then shows the top-level usage; here the subcommand that got it shows its own.
+    """
+
+    # (Any: the namespace given, or a new Namespace, as ArgumentParser's overloads say)
+    def parse_known_args(self, args: Optional[Sequence[str]] = None,
+                         namespace: Any = None) -> Tuple[Any, List[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -20,48 +41,14 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_agent(args: argparse.Namespace) -> int:
-    """Start an agent script on a host, send it stdin's lines, print its replies."""
-    from sshpipe.errors import SSHPipeError
-    from sshpipe.pipe import SSHPipe
-
-    pipe = SSHPipe(args.host, [args.script] + args.args, config=args.config, python=args.python,
-                   ready_timeout=args.timeout)
-    try:
-        pipe.start()
-    except SSHPipeError as exc:
-        print(f"sshpipe run: {exc}", file=sys.stderr)
-        return 255
-    sent = 0
-    for line in sys.stdin:
-        pipe.send(line.rstrip("\n"))
-        sent += 1
-        while pipe.poll(0):
-            print(repr(pipe.recv()), flush=True)
-    response = pipe.close(timeout=args.timeout)
-    while True:
-        try:
-            print(repr(pipe.recv(timeout=0)), flush=True)
-        except (EOFError, TimeoutError):
-            break
-    if response.stdout:
-        sys.stderr.write(f"--- remote stdout ---\n{response.stdout}")
-    if response.stderr:
-        sys.stderr.write(f"--- remote stderr ---\n{response.stderr}")
-    for error in response.errors:
-        sys.stderr.write(f"{error}\n")
-    if response.unhandled:
-        sys.stderr.write(f"sshpipe run: messages never handled: {list(response.unhandled)}\n")
-    sys.stderr.write(f"sshpipe run: {sent} messages sent; agent exit status "
-                     f"{response.exitcode} ({response.reason})\n")
-    return response.exitcode if isinstance(response.exitcode, int) and \
-        0 <= response.exitcode < 256 else 255
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from sshpipe import __version__
+
     parser = argparse.ArgumentParser(
         prog="sshpipe", description="Run Python agents on remote hosts over SSH.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("-V", "--version", action="version", version=f"sshpipe {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                     parser_class=_SubcommandParser)
     commands.required = True
 
     demo = commands.add_parser(
@@ -69,20 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--messages", type=int, default=3, help="how many messages to send")
     demo.set_defaults(func=_run_demo)
 
-    run = commands.add_parser(
-        "run", help="run an agent script on a host; each stdin line is a message, replies "
-                    "are printed")
-    run.add_argument("host", help="address, host name or ssh config alias")
-    run.add_argument("script", help="the agent script (a .py file on the remote host)")
-    run.add_argument("args", nargs="*", help="arguments for the script")
-    run.add_argument("-F", "--config", default=None, help="ssh config file (~/.ssh/config)")
-    run.add_argument("--python", default="python3", help="remote interpreter (python3)")
-    run.add_argument("--timeout", type=float, default=60.0,
-                     help="seconds to wait for the agent to start and to end (60)")
-    run.set_defaults(func=_run_agent)
-
+    from sshpipe._cli_masters import add_masters_parser
+    from sshpipe._cli_run import add_run_parser
     from sshpipe.config._cli import add_config_parser
 
+    add_run_parser(commands)
+    add_masters_parser(commands)
     add_config_parser(commands)
     return parser
 
@@ -91,11 +70,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        return 141
+        # Whoever read our output has gone (``| head``): end without the
+        # interpreter's complaint about flushing stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return _EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import socket
-from typing import Iterator
+from typing import Any, Iterator
 
 from sshpipe.handler import SSHPipeHandler
 
@@ -19,7 +19,7 @@ __all__ = ["DemoHandler", "run_demo"]
 class DemoHandler(SSHPipeHandler):
     """Does a small computation per job and says where it ran."""
 
-    def handle(self, received):
+    def handle(self, received: Any) -> None:
         number = int(received)
         total = sum(i * i for i in range(number * 1000))
         self.reply(f"reply from {socket.gethostname()} pid {os.getpid()} (Python "

@@ -31,7 +31,7 @@ import sys
 from typing import Any, Iterable, Optional
 
 __all__ = ["EXIT_ATEXIT", "EXIT_ATSTART", "EXIT_CALLER_LOST", "EXIT_HANDLE", "EXIT_OK",
-           "EXIT_PROTOCOL", "SSHPipeHandler"]
+           "EXIT_PROTOCOL", "SSHPipeClient", "SSHPipeHandler"]
 
 EXIT_OK = 0
 EXIT_PROTOCOL = 1
@@ -99,3 +99,60 @@ class SSHPipeHandler:
         from sshpipe.agent import serve
 
         sys.exit(serve(self))
+
+
+# The seed's README calls the agent base class SSHPipeClient ("an object of
+# SSHPipeClient or of a class inheriting from it"): the same class, by that name.
+SSHPipeClient = SSHPipeHandler
+
+
+# The message SSHPipe(target=...) sends once the agent said hello: run now.
+RUN_TARGET = "sshpipe:run-target"
+
+
+class TargetHandler(SSHPipeHandler):
+    """Runs ``target(*args, **kwargs)`` once, as ``multiprocessing.Process`` runs
+    its target, then ends the agent with the status a Process would have: 0,
+    the ``sys.exit`` code, or 1 with the traceback on stderr for an exception.
+
+    Used by ``SSHPipe(host, target=...)``; the caller sends :data:`RUN_TARGET`
+    right after the hello.
+    """
+
+    def __init__(self, target: Any, args: Any = (), kwargs: Any = None,
+                 process_name: Optional[str] = None, daemon: bool = False):
+        super().__init__(term_messages=())
+        self._call = (target, tuple(args), dict(kwargs or {}))
+        self._process = (process_name, daemon)
+
+    def handle(self, received: Any) -> None:
+        if received != RUN_TARGET:
+            self.reply(received)  # anything else sent to a target pipe comes back
+            return
+        target, args, kwargs = self._call
+        self._call = (None, (), {})  # the target's objects live no longer than it
+        name, daemon = self._process
+        if name is not None:
+            import multiprocessing
+
+            current = multiprocessing.current_process()
+            current.name = name
+            current.daemon = daemon  # what Process sets in its child (this one never started)
+        try:
+            target(*args, **kwargs)
+            code: Any = 0
+        except SystemExit as exc:
+            code = exc.code
+        except BaseException:  # as Process._bootstrap: traceback to stderr, status 1
+            import traceback
+
+            sys.stderr.write(f"Process {self.handler_id}:\n")
+            traceback.print_exc()
+            code = 1
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (AttributeError, ValueError, OSError):
+                    pass
+        raise SystemExit(code)

@@ -20,19 +20,24 @@
 
 Actors:
 
-- **Starter threads** (one per pipe, only while :meth:`SSHMultiPipe.start` runs)
+- **Starter threads** (one per pipe, only while :meth:`SSHMultiPipe.start` runs;
+  :func:`sshpipe._startmany.start_pipes`, shared with ``workers.SSHExecutor``)
   call ``SSHPipe.start()`` so that the SSH handshakes and agent start-ups of all
   pipes overlap. At most ``start_per_host`` of them connect to one host at a time,
   because OpenSSH's default ``MaxStartups 10:30:100`` makes sshd drop new
   connections at random once 10 are unauthenticated. A failure is recorded for
-  its pipe and never stops the others.
+  its pipe and never stops the others; at the deadline the late ones are killed.
 - **Reader threads** (one per pipe that started) loop on ``SSHPipe.recv()`` and
   put each reply on one events queue, so :meth:`SSHMultiPipe.recv` returns
-  replies in the order they arrived, whichever pipe sent them. When its pipe
-  ends, a reader puts one END event, last, and stops; the END says whether the
-  pipe was *lost* (broke, or its agent failed before ``close()``).
+  replies in the order they arrived, whichever pipe sent them. The queue holds
+  at most :data:`MAX_EVENTS` replies: past that a reader waits, so a caller that
+  does not read makes the agents' ``reply()`` wait (sshpipe's reply window)
+  instead of this process's memory grow. When its pipe ends, a reader puts one
+  END event, last, and stops; the END says whether the pipe was *lost* (broke,
+  or its agent failed before ``close()``).
 - **Closer threads** (one per pipe, only while :meth:`SSHMultiPipe.close` runs)
-  call ``SSHPipe.close()`` so that slow agents end in parallel.
+  call ``SSHPipe.close()`` so that slow agents end in parallel; one still
+  closing at the deadline is killed.
 
 Ownership: the SSHMultiPipe creates its pipes in :meth:`~SSHMultiPipe.add` and
 is the only one to start and close them. After ``start()`` the reader threads are
@@ -44,31 +49,33 @@ from __future__ import annotations
 
 import enum
 import logging
-import queue
 import threading
 import time
-from collections import Counter
-from typing import (Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple,
+from collections import Counter, deque
+from typing import (Any, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple,
                     Union)
 
 from sshpipe import serial
-from sshpipe.errors import PipeBroken, PipeClosed, SSHPipeError
+from sshpipe._startmany import START_PER_HOST, start_pipes
+from sshpipe.errors import (MemberLost, PipeBroken, PipeClosed, RemoteError, SSHPipeError,
+                            StartError)
 from sshpipe.handler import SSHPipeHandler
 from sshpipe.pipe import PipeState, Response, SSHPipe
 
-__all__ = ["MemberLost", "MultiPipeState", "SSHMultiPipe", "START_PER_HOST", "StartError"]
+__all__ = ["MAX_EVENTS", "MemberLost", "MultiPipeState", "SSHMultiPipe", "START_PER_HOST",
+           "StartError"]
 
 logger = logging.getLogger(__name__)
 
-# Pipes that connect to the same host at once during start(). OpenSSH's default
-# MaxStartups (10:30:100) starts refusing connections at random beyond 10
-# unauthenticated ones; 8 keeps clear of it and leaves room for other sessions.
-# Higher starts faster against servers that allow it; None means no limit.
-START_PER_HOST = 8
-# How long start() waits, past its deadline, for killed starts to give up.
-_ABANDON_GRACE = 20.0
+# Replies the events queue holds for recv(); past this the readers wait (and so,
+# through sshpipe's reply window, do the agents). Many replies in flight keep
+# many pipes busy; each waiting one costs its size in memory.
+MAX_EVENTS = 10_000
 # How long close() waits for a reader thread after its pipe ended.
 _READER_JOIN_TIMEOUT = 5.0
+# close(timeout) gives each SSHPipe.close() this much past the timeout (its own
+# escalation: closing the channel, ending the child) before it kills the pipe.
+CLOSE_GRACE = 5.0
 
 # Kinds of items on the events queue.
 _REPLY = "reply"            # value: the reply object
@@ -87,55 +94,6 @@ class MultiPipeState(enum.Enum):
     RUNNING = "running"    # start() returned; status() says which pipes run
     CLOSING = "closing"    # close() is ending the pipes
     CLOSED = "closed"      # every pipe ended; close()'s results are final
-
-
-class StartError(SSHPipeError):
-    """Some pipes of an SSHMultiPipe did not start (``start(raise_on_error=True)``).
-
-    The pipes that did start keep running; ``close()`` ends them.
-
-    Attributes:
-        failures: ``{name: exception}`` for each pipe that did not start.
-        total: how many pipes ``start()`` tried.
-    """
-
-    def __init__(self, failures: Mapping[str, BaseException], total: int):
-        self.failures = dict(failures)
-        self.total = total
-        # Each failure in full, indented: an AgentStartError's remote stderr is the why.
-        lines = [f"  {name}: {type(error).__name__}: "
-                 + str(error).strip().replace("\n", "\n    ")
-                 for name, error in self.failures.items()]
-        super().__init__(f"{len(self.failures)} of {total} pipes did not start:\n"
-                         + "\n".join(lines))
-
-    def __reduce__(self):
-        return (type(self), (self.failures, self.total))
-
-
-class MemberLost(PipeBroken):
-    """A member pipe ended before ``close()``: it broke, or its agent failed.
-
-    ``SSHMultiPipe.recv()`` raises it once per lost pipe, after that pipe's last
-    reply, and the other pipes go on. For a broken pipe the pipe's own error is
-    the ``__cause__``.
-
-    Attributes:
-        name: the member's name in the SSHMultiPipe.
-        host: its host.
-        response: the agent's :class:`~sshpipe.pipe.Response` when it ended with a
-            non-zero exit status; None when the pipe broke (the end is unknown).
-    """
-
-    def __init__(self, message: str, name: str, host: str,
-                 response: Optional[Response] = None):
-        self.name = name
-        self.host = host
-        self.response = response
-        super().__init__(message)
-
-    def __reduce__(self):
-        return (type(self), (self.args[0], self.name, self.host, self.response))
 
 
 def _first_line(error: BaseException) -> str:
@@ -172,19 +130,25 @@ class SSHMultiPipe:
         start_per_host: how many pipes connect to one host (as written in
             ``host``) at once during :meth:`start`; None for no limit. See
             :data:`START_PER_HOST`.
+        mp_context: the ``multiprocessing`` context that starts the members'
+            local processes (default: the global start method), as
+            ``ProcessPoolExecutor`` takes it.
         **defaults: SSHPipe arguments shared by every member (``config``,
             ``python``, ``handler``, ``ready_timeout`` ...); a member's own
             arguments override them.
     """
 
     def __init__(self, pipes: Optional[Mapping[str, Mapping[str, Any]]] = None, *,
-                 start_per_host: Optional[int] = START_PER_HOST, **defaults: Any):
+                 start_per_host: Optional[int] = START_PER_HOST,
+                 mp_context: Optional[Any] = None, **defaults: Any):
         if start_per_host is not None and start_per_host < 1:
             raise ValueError(f"start_per_host must be at least 1 or None, not {start_per_host}")
         if "name" in defaults or "host" in defaults:
             raise TypeError("'name' and 'host' are given per pipe, to add()")
         self.start_per_host = start_per_host
         self._defaults = dict(defaults)
+        if mp_context is not None:
+            self._defaults["mp_context"] = mp_context
         # Guards every attribute below; waited on by close() callers.
         self._cond = threading.Condition()
         self._state = MultiPipeState.NEW
@@ -195,7 +159,7 @@ class SSHMultiPipe:
         self._open_readers = 0     # readers whose END event recv() has not taken yet
         self._results: Optional[Dict[str, Result]] = None
         # Written by the reader threads, read by recv() only.
-        self._events: "queue.Queue[Tuple[str, str, Any]]" = queue.Queue()
+        self._events = _Events(MAX_EVENTS)
         for name, spec in (pipes or {}).items():
             spec = dict(spec)
             try:
@@ -303,12 +267,17 @@ class SSHMultiPipe:
 
         A member that fails does not stop the others: they keep running whatever
         happens, and :meth:`status` and :attr:`start_errors` say which failed.
-        Allowed in state NEW only.
+        This differs from ``SSHPipe.start()``, which raises, on purpose: with
+        many hosts a partial start is the normal case, and the caller decides
+        whether the pipes that run are enough (``raise_on_error=True`` makes it
+        raise instead). Allowed in state NEW only.
 
         Args:
             timeout: seconds for all members together (None: each member's own
                 ``ready_timeout`` bounds it). Members not running by then are
-                killed and reported with a ``TimeoutError``.
+                killed and reported with a ``TimeoutError``; start() returns
+                within ``timeout`` plus the time a killed start takes to give
+                up (bounded, see :mod:`sshpipe._startmany`).
             raise_on_error: raise :class:`StartError` instead of returning when a
                 member failed; the others still run and ``close()`` ends them.
 
@@ -320,26 +289,8 @@ class SSHMultiPipe:
             if self._state is not MultiPipeState.NEW:
                 raise PipeClosed(f"{self!r}: start() works once")
             self._state = MultiPipeState.STARTING
-        deadline = None if timeout is None else time.monotonic() + timeout
-        slots: Dict[str, threading.BoundedSemaphore] = {}
-        if self.start_per_host is not None:
-            for pipe in self._pipes.values():
-                slots.setdefault(pipe.host, threading.BoundedSemaphore(self.start_per_host))
-        errors: Dict[str, BaseException] = {}
-        killed: Set[str] = set()
-        threads = {}
-        for name, pipe in self._pipes.items():
-            threads[name] = threading.Thread(
-                target=self._start_one, args=(name, pipe, slots.get(pipe.host), deadline, errors),
-                name=f"sshpipe-multi-start-{name}", daemon=True)
-            threads[name].start()
-        for thread in threads.values():
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        late = [name for name, thread in threads.items() if thread.is_alive()]
-        if late:
-            self._abandon_starts(late, threads, killed)
-        for name in killed:
-            errors[name] = _timeout_error(name, self._pipes[name], timeout, errors.get(name))
+        errors = start_pipes(self._pipes, timeout, per_host=self.start_per_host,
+                             thread_prefix="sshpipe-multi-start")
         with self._cond:
             self._start_errors = {name: errors[name] for name in self._pipes if name in errors}
             self._started = [name for name in self._pipes
@@ -354,50 +305,12 @@ class SSHMultiPipe:
         for reader in self._readers:
             reader.start()
         if not self._readers:
-            self._events.put(("", _ALL_ENDED, None))
+            self._events.put_end(("", _ALL_ENDED, None))
         for name, error in failures.items():
             logger.debug("%r: pipe %r did not start: %s", self, name, error)
         if failures and raise_on_error:
             raise StartError(failures, len(self._pipes))
         return failures
-
-    def _start_one(self, name: str, pipe: SSHPipe,
-                   slot: Optional[threading.BoundedSemaphore], deadline: Optional[float],
-                   errors: Dict[str, BaseException]) -> None:
-        """Starter thread: start one pipe within its host's slots; record failure."""
-        if slot is not None:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not slot.acquire(timeout=wait):
-                errors[name] = TimeoutError(
-                    f"pipe {name!r} ({pipe.host}): no start slot free within the timeout "
-                    f"({self.start_per_host} starts at once per host)")
-                return
-        try:
-            pipe.start()
-        except Exception as exc:  # recorded per pipe; start() reports it
-            errors[name] = exc
-        finally:
-            if slot is not None:
-                slot.release()
-
-    def _abandon_starts(self, late: Sequence[str], threads: Mapping[str, threading.Thread],
-                        killed: Set[str]) -> None:
-        """Kill the child of every start still waiting past the deadline, so that
-        its ``start()`` gives up, and wait for the starter threads to end."""
-        give_up = time.monotonic() + _ABANDON_GRACE
-        pending = list(late)
-        while pending and time.monotonic() < give_up:
-            for name in pending:
-                pipe = self._pipes[name]
-                # pid is None for the instant before the child exists; retry then.
-                if name not in killed and pipe.pid is not None:
-                    pipe.kill()
-                    killed.add(name)
-            threads[pending[0]].join(0.05)
-            pending = [name for name in pending if threads[name].is_alive()]
-        for name in pending:
-            logger.warning("%r: the start of pipe %r did not end after its kill", self, name)
-            killed.add(name)
 
     # -- sending ------------------------------------------------------------
     def send(self, name: str, obj: Any, timeout: Optional[float] = None) -> int:
@@ -463,7 +376,9 @@ class SSHMultiPipe:
             MemberLost: a member broke or its agent failed; ``.name`` says which.
             EOFError: every member has ended and every reply has been returned.
             PipeClosed: the SSHMultiPipe is not started.
-            SSHPipeError: a reply could not be deserialized here (its cause chained).
+            ReplyDecodeError: a member's reply could not be loaded here, or
+                (UntrustedPayload) its trust policy refused it; ``.host`` says
+                which member's host, and the next call goes on.
         """
         with self._cond:
             if self._state in (MultiPipeState.NEW, MultiPipeState.STARTING):
@@ -471,46 +386,52 @@ class SSHMultiPipe:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                name, kind, value = self._events.get(timeout=remaining)
-            except queue.Empty:
+            event = self._events.get(remaining)
+            if event is None:
                 raise TimeoutError(f"no reply from any of {len(self._started)} pipes "
-                                   f"within {timeout:g} s") from None
+                                   f"within {timeout:g} s")
+            name, kind, value = event
             if kind == _REPLY:
                 return name, value
             if kind == _BAD_REPLY:
-                raise SSHPipeError(f"pipe {name!r}: a reply could not be deserialized: "
-                                   f"{value}") from value
+                raise value  # ReplyDecodeError (or UntrustedPayload) naming host and reply
             if kind == _ALL_ENDED:
-                self._events.put((name, kind, value))
+                self._events.put_end((name, kind, value))
                 raise EOFError(f"all {len(self._started)} started pipes have ended; "
                                "no more replies")
             with self._cond:  # _END: the pipe's last event
                 self._open_readers -= 1
                 if self._open_readers == 0:
-                    self._events.put(("", _ALL_ENDED, None))
+                    self._events.put_end(("", _ALL_ENDED, None))
             if value is not None:
                 raise value
 
     def _read(self, name: str, pipe: SSHPipe) -> None:
         """Reader thread: move the pipe's replies to the events queue, then its END."""
         lost: Optional[MemberLost] = None
+        failure: Optional[RemoteError] = None
         try:
             while True:
                 try:
                     obj = pipe.recv()
                 except EOFError:
                     lost = self._lost_if_failed(name, pipe)
+                    if lost is not None and failure is not None:
+                        lost.__cause__ = failure
                     return
+                except RemoteError as exc:  # the agent failed: MemberLost follows, with it
+                    failure = exc
+                    continue
                 except PipeBroken as exc:
                     lost = self._lost_if_broken(name, pipe, exc)
                     return
-                except Exception as exc:  # loading this reply failed; the pipe goes on
-                    self._events.put((name, _BAD_REPLY, exc))
+                except BaseException as exc:  # loading this reply failed (SystemExit
+                    # from a crafted pickle too): that reply is reported, the pipe goes on
+                    self._events.put_reply((name, _BAD_REPLY, exc))
                     continue
-                self._events.put((name, _REPLY, obj))
+                self._events.put_reply((name, _REPLY, obj))
         finally:
-            self._events.put((name, _END, lost))
+            self._events.put_end((name, _END, lost))
 
     def _lost_if_failed(self, name: str, pipe: SSHPipe) -> Optional[MemberLost]:
         """The agent ended: lost if it failed on its own, before close()."""
@@ -540,34 +461,54 @@ class SSHMultiPipe:
 
         Each member gets ``SSHPipe.close(msg, timeout)``: the term message, then
         the wait for its agent's end (escalating to closing the channel and
-        ending the child past ``timeout``). A member that never started gets its
+        ending the child past ``timeout``). A member whose close has not
+        returned :data:`CLOSE_GRACE` seconds past ``timeout`` is killed and gets
+        a ``TimeoutError``, so close() returns within ``timeout`` +
+        :data:`CLOSE_GRACE` + a few seconds. A member that never started gets its
         start error; one that broke gets its ``PipeBroken``. Replies not yet taken
         stay available to :meth:`recv`. Allowed in every state; a second call
-        returns the first one's results.
+        returns the first one's results (waiting at most ``timeout`` for them).
 
         Raises:
             PipeClosed: start() is still running in another thread.
+            TimeoutError: another thread's close() did not finish within ``timeout``.
         """
         with self._cond:
             if self._state is MultiPipeState.STARTING:
                 raise PipeClosed(f"{self!r}: start() is still running")
             if self._state in (MultiPipeState.CLOSING, MultiPipeState.CLOSED):
-                self._cond.wait_for(lambda: self._results is not None)
+                if not self._cond.wait_for(lambda: self._results is not None, timeout):
+                    raise TimeoutError(f"{self!r}: the close() under way in another thread "
+                                       f"did not finish within {timeout:g} s")
                 return dict(self._results or {})
             never_started = self._state is MultiPipeState.NEW
             self._state = MultiPipeState.CLOSING
             start_errors = dict(self._start_errors)
         if never_started:
-            self._events.put(("", _ALL_ENDED, None))  # recv() then raises EOFError
+            self._events.put_end(("", _ALL_ENDED, None))  # recv() then raises EOFError
+        # The members end now: what their readers still hold goes to the queue
+        # whatever its bound, so that no reader waits for a recv() that may never come.
+        self._events.release()
         results: Dict[str, Result] = {}
-        threads = [threading.Thread(target=self._close_one,
-                                    args=(name, pipe, msg, timeout, start_errors, results),
-                                    name=f"sshpipe-multi-close-{name}", daemon=True)
-                   for name, pipe in self._pipes.items()]
-        for thread in threads:
+        threads = {name: threading.Thread(target=self._close_one,
+                                          args=(name, pipe, msg, timeout, start_errors, results),
+                                          name=f"sshpipe-multi-close-{name}", daemon=True)
+                   for name, pipe in self._pipes.items()}
+        for thread in threads.values():
             thread.start()
-        for thread in threads:
-            thread.join()
+        deadline = None if timeout is None else time.monotonic() + timeout + CLOSE_GRACE
+        for thread in threads.values():
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        for name, thread in threads.items():
+            if thread.is_alive():  # its agent and child did not end in time: kill it
+                pipe = self._pipes[name]
+                if pipe.pid is not None and not pipe.released:
+                    pipe.kill()
+                thread.join(_READER_JOIN_TIMEOUT)
+                if name not in results:
+                    results[name] = TimeoutError(
+                        f"pipe {name!r} ({pipe.host}): not closed within "
+                        f"{timeout:g} s (+{CLOSE_GRACE:g} s); killed")
         for reader in self._readers:
             reader.join(_READER_JOIN_TIMEOUT)
         with self._cond:
@@ -598,15 +539,51 @@ class SSHMultiPipe:
         self.close()
 
 
+class _Events:
+    """The events queue: members' replies and ends, in arrival order.
+
+    Replies are bounded (``max_replies``): a reader waits for room, unless the
+    queue was released (close() ends the members, and nobody may read again).
+    END events are never held back: there is one per member.
+    """
+
+    def __init__(self, max_replies: int):
+        self._items: Deque[Tuple[str, str, Any]] = deque()
+        self._cond = threading.Condition()
+        self._max = max_replies
+        self._replies = 0
+        self._released = False
+
+    def put_reply(self, item: Tuple[str, str, Any]) -> None:
+        with self._cond:
+            while self._replies >= self._max and not self._released:
+                self._cond.wait()
+            self._items.append(item)
+            self._replies += 1
+            self._cond.notify_all()
+
+    def put_end(self, item: Tuple[str, str, Any]) -> None:
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def release(self) -> None:
+        with self._cond:
+            self._released = True
+            self._cond.notify_all()
+
+    def get(self, timeout: Optional[float]) -> Optional[Tuple[str, str, Any]]:
+        """The next event, or None after ``timeout`` seconds."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: bool(self._items), timeout):
+                return None
+            item = self._items.popleft()
+            if item[1] in (_REPLY, _BAD_REPLY):
+                self._replies -= 1
+            self._cond.notify_all()
+            return item
+
+
 def _is_term_message(pipe: SSHPipe, obj: Any) -> bool:
     return isinstance(obj, str) and (obj == pipe.term_message
                                      or obj in SSHPipeHandler.TERM_MESSAGES)
-
-
-def _timeout_error(name: str, pipe: SSHPipe, timeout: Optional[float],
-                   cause: Optional[BaseException]) -> TimeoutError:
-    error = TimeoutError(f"pipe {name!r} ({pipe.host}): not running within "
-                         f"{timeout:g} s; killed" if timeout is not None else
-                         f"pipe {name!r} ({pipe.host}): its start did not end; killed")
-    error.__cause__ = cause
-    return error

@@ -34,9 +34,12 @@ import enum
 import json
 import os
 import struct
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from sshpipe.errors import FrameError, HandshakeError
+
+# What the readers take: bytes, or a view into a read buffer (not copied).
+BytesLike = Union[bytes, bytearray, memoryview]
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
@@ -61,7 +64,7 @@ __all__ = [
 ]
 
 # Bumped on any incompatible change; the handshake refuses a mismatch.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 # Unlikely to be printed by a shell by accident; the version is part of it so an
 # old agent's marker is not mistaken for a new one.
@@ -95,11 +98,15 @@ class FrameKind(enum.IntEnum):
     ERROR = 8     # a->c  JSON: a handler error (seq, type, message, traceback)
     EXIT = 9      # a->c  JSON: exit status and reason, last frame from the agent
     PING = 10     # both  heartbeat when idle
+    CREDIT = 11   # c->a  8-byte count: replies the caller has taken so far (reply window)
+    END = 12      # c->a  the caller will send nothing more (close()); end of input
+                  #       without END means the caller is gone
     # local kinds: between the caller process and its SSHPipe child only
     CONNECTED = 64   # child->caller  JSON: connection details
     STDERR = 65      # child->caller  bytes the remote wrote to stderr
     BROKEN = 66      # child->caller  pickled exception: the pipe failed
     DONE = 67        # child->caller  JSON: exit status; the channel is closed
+    SPEC = 68        # caller->child  pickled ChildSpec, first frame of the request pipe
 
 
 # Code -> kind without an enum call per frame (the hot path of every reader).
@@ -200,40 +207,150 @@ class FrameReader:
 
     Bytes may arrive split anywhere. The maximum frame size is checked as soon as a
     header is complete, before any payload is buffered.
+
+    With ``direct`` set, a frame with at least that many payload bytes still to
+    come gets a buffer of its own, of its announced size: :meth:`into` tells where
+    its next bytes go, so that the owner reads them there straight from the fd
+    (then :meth:`filled`) instead of through :meth:`feed`, which costs two copies
+    of every byte (into the reader's buffer, out of it into the frame). Such a
+    frame's payload is that ``bytearray``. Only frames up to ``direct_max`` bytes
+    are read so: the buffer is taken whole at the header, and zeroing a large one
+    holds the interpreter's lock (200 MiB: half a second here, long enough to
+    miss a heartbeat), where the ordinary path grows as the bytes come. This is
+    for a peer that is trusted to send what it announces (the agent's caller).
     """
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME):
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, direct: Optional[int] = None,
+                 direct_max: int = 16 << 20):
         self.max_frame = max_frame
         self._buffer = bytearray()
         self._count = 0
         # A bad header found after good frames in the same input: those frames are
         # returned first, the error is raised by the next call.
         self._error: Optional[FrameError] = None
+        self._direct = direct
+        self._direct_max = direct_max
+        self._big: Optional[bytearray] = None   # the large frame being read, if any
+        self._big_have = 0
+        self._big_head = b""
+        self._big_kind = FrameKind.DATA
 
     def take_buffered(self) -> bytes:
         """Give up parsing: return the unparsed bytes (and forget any pending error),
         for a reader that knows the stream has ended and what follows is not frames."""
         rest = bytes(self._buffer)
+        if self._big is not None:
+            rest = self._big_head + bytes(self._big[:self._big_have]) + rest
+            self._drop_big()
         self._buffer.clear()
         self._error = None
         return rest
 
     @property
     def buffered(self) -> int:
+        if self._big is not None:
+            return len(self._big_head) + self._big_have + len(self._buffer)
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> List[Frame]:
-        """Add ``data``; return every frame now complete, in order."""
+    def into(self) -> Optional[memoryview]:
+        """Where the next bytes of the large frame being read go (see the class
+        docstring), or None when the next bytes go to :meth:`feed`."""
+        if self._big is None:
+            return None
+        return memoryview(self._big)[self._big_have:]
+
+    def filled(self, count: int) -> List[Frame]:
+        """``count`` bytes were read into :meth:`into`'s view: the frame, once whole."""
+        self._big_have += count
+        big = self._big
+        if big is None or self._big_have < len(big):
+            return []
+        self._count += 1
+        # The payload stays a bytearray: bytes() of it would be the copy saved.
+        frame = Frame(self._big_kind, big, self._count)  # type: ignore[arg-type]
+        self._drop_big()
+        return [frame]
+
+    def _drop_big(self) -> None:
+        self._big = None
+        self._big_have = 0
+        self._big_head = b""
+
+    def _feed_big(self, data: Any) -> Tuple[List[Frame], Any]:
+        """Feed's share of ``data`` for the large frame being read: the frame if it
+        is now whole, and the bytes after it."""
+        big = self._big
+        assert big is not None
+        with memoryview(data) as view:
+            view = view.cast("B")
+            take = min(len(view), len(big) - self._big_have)
+            big[self._big_have:self._big_have + take] = view[:take]
+            rest = bytes(view[take:])
+        return self.filled(take), rest
+
+    def _start_big(self) -> None:
+        """After a scan: if the frame at the front is large and mostly still to
+        come, move what is here of it into a buffer of its own."""
         buffer = self._buffer
-        buffer += data
-        spans, consumed = self._scan()
-        # Through a view: slicing the bytearray itself would copy each payload twice.
+        have = len(buffer)
+        if self._error is not None or have < 5:
+            return
+        code, size = _HEADER.unpack_from(buffer, 0)
+        header = 5
+        if size == _ESCAPE:
+            if have < 13:
+                return
+            size = _LONG_LENGTH.unpack_from(buffer, 5)[0]
+            header = 13
+        # The scan checked this header (kind, max_frame) before it stopped here.
+        direct = self._direct or 0
+        if size - (have - header) < direct or size > self._direct_max:
+            return
+        big = bytearray(size)
         with memoryview(buffer) as view:
+            big[:have - header] = view[header:]
+        self._big, self._big_have = big, have - header
+        self._big_head = bytes(buffer[:header])
+        self._big_kind = _KIND_BY_CODE[code]
+        buffer.clear()
+
+    @property
+    def frames_seen(self) -> int:
+        """Whole frames parsed so far (the next one is number frames_seen + 1)."""
+        return self._count
+
+    def feed(self, data: BytesLike) -> List[Frame]:
+        """Add ``data``; return every frame now complete, in order."""
+        first: List[Frame] = []
+        if self._big is not None:
+            first, data = self._feed_big(data)
+            if self._big is not None or not data:
+                return first
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            source: Any = buffer
+        else:
+            # Nothing held back: parse the input where it is, and keep only what
+            # follows its last whole frame (one copy of each payload, not two).
+            source = data
+        try:
+            spans, consumed = self._scan(source)
+        except FrameError:
+            if source is not buffer:
+                buffer += data  # held, as if it had been buffered first
+            raise
+        # Through a view: slicing the bytearray itself would copy each payload twice.
+        with memoryview(source) as view:
             frames = [Frame(kind, bytes(view[start:end]), number)
                       for kind, start, end, number in spans]
-        if consumed:
+            if source is not buffer:
+                buffer += view[consumed:]
+        if consumed and source is buffer:
             del buffer[:consumed]
-        return frames
+        if self._direct is not None and buffer:
+            self._start_big()
+        return first + frames if first else frames
 
     def cut(self, data: bytes) -> Tuple[bytes, List[Tuple[FrameKind, int, int]]]:
         """Add ``data``; return the bytes of every frame now complete, as one piece,
@@ -243,7 +360,7 @@ class FrameReader:
         """
         buffer = self._buffer
         buffer += data
-        spans, consumed = self._scan()
+        spans, consumed = self._scan(buffer)
         if not consumed:
             return b"", []
         with memoryview(buffer) as view:
@@ -251,27 +368,26 @@ class FrameReader:
         del buffer[:consumed]
         return piece, [(kind, start, end) for kind, start, end, _ in spans]
 
-    def _scan(self) -> Tuple[List[Tuple[FrameKind, int, int, int]], int]:
-        """Find the complete frames at the front of the buffer: their spans and how
+    def _scan(self, buffer: Any) -> Tuple[List[Tuple[FrameKind, int, int, int]], int]:
+        """Find the complete frames at the front of ``buffer``: their spans and how
         many bytes they take. Checks kinds and sizes as soon as a header is whole."""
         if self._error is not None:
             error, self._error = self._error, None
             raise error
-        buffer = self._buffer
         spans: List[Tuple[FrameKind, int, int, int]] = []
         offset = 0
         end = len(buffer)
         kinds = _KIND_BY_CODE
         try:
-            self._scan_into(spans, offset, end, kinds)
+            self._scan_into(buffer, spans, offset, end, kinds)
         except FrameError as exc:
             if not spans:
                 raise
             self._error = exc
         return spans, (spans[-1][2] if spans else 0)
 
-    def _scan_into(self, spans: list, offset: int, end: int, kinds: dict) -> None:
-        buffer = self._buffer
+    def _scan_into(self, buffer: Any, spans: List[Tuple[FrameKind, int, int, int]],
+                   offset: int, end: int, kinds: Dict[int, FrameKind]) -> None:
         while end - offset >= 5:
             code, size = _HEADER.unpack_from(buffer, offset)
             header = 5
@@ -311,7 +427,7 @@ class FrameTracker:
     def at_boundary(self) -> bool:
         return not self._remaining and not self._head
 
-    def advance(self, data: bytes) -> None:
+    def advance(self, data: BytesLike) -> None:
         view = memoryview(data)
         position, end = 0, len(view)
         while position < end:
@@ -345,13 +461,15 @@ class SyncScanner:
     """Skips what precedes :data:`SYNC` on the agent's stdout.
 
     :meth:`feed` returns None until the marker has been seen, then the bytes after
-    it (to be given to a :class:`FrameReader`), and from then on its input as is. ``preamble`` keeps what was skipped,
-    so it can be shown as the remote's output.
+    it (to be given to a :class:`FrameReader`), and from then on its input as is.
+    ``preamble`` keeps what was skipped, so it can be shown as the remote's output.
     """
 
     def __init__(self, limit: int = MAX_PREAMBLE):
         self.limit = limit
-        self.preamble = b""
+        self.preamble = b""   # skipped bytes not yet taken by the reader
+        self.skipped = 0      # every byte skipped so far: what the limit bounds
+        self.head = b""       # the first bytes skipped, to show in an error
         self.synced = False
         self._pending = b""
 
@@ -361,19 +479,27 @@ class SyncScanner:
         pending = self._pending + data
         index = pending.find(SYNC)
         if index >= 0:
-            self.preamble += pending[:index]
+            self._skip(pending[:index])
             self._pending = b""
             self.synced = True
             return pending[index + len(SYNC):]
         # Keep a tail that could be the start of a split marker.
         keep = len(SYNC) - 1
-        self.preamble += pending[:-keep] if len(pending) > keep else b""
+        skipped = pending[:-keep] if len(pending) > keep else b""
         self._pending = pending[-keep:] if len(pending) > keep else pending
-        if len(self.preamble) > self.limit:
-            raise HandshakeError(
-                f"no sshpipe agent answered: {len(self.preamble)} bytes of other output "
-                f"and no sync marker; output began with {self.preamble[:200]!r}")
+        self._skip(skipped)
         return None
+
+    def _skip(self, data: bytes) -> None:
+        self.preamble += data
+        self.skipped += len(data)
+        if len(self.head) < 200:
+            self.head += data[:200 - len(self.head)]
+        if self.skipped > self.limit:
+            raise HandshakeError(
+                f"no sshpipe agent answered: {self.skipped} bytes of other output "
+                f"(the bound is {self.limit}) and no sync marker; output began with "
+                f"{self.head!r}")
 
 
 def check_hello(info: Dict[str, Any]) -> None:

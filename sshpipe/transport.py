@@ -6,30 +6,51 @@ Port, User, IdentityFile/IdentitiesOnly, ssh-agent keys, ProxyJump chains,
 ProxyCommand, ConnectTimeout, ServerAliveInterval/CountMax, known-hosts files,
 StrictHostKeyChecking and Compression.
 
-Host keys are always checked. An unknown key is refused unless
-StrictHostKeyChecking is ``accept-new`` or ``no`` (then it is recorded in the
-first UserKnownHostsFile); a *changed* key is refused whatever the setting.
+Host keys are always checked against the known_hosts files, read as OpenSSH
+reads them (:mod:`sshpipe._known_hosts`: markers, patterns, hashed names). An
+unknown key is refused unless StrictHostKeyChecking is ``accept-new`` or ``no``
+(then it is recorded in the first UserKnownHostsFile); a *changed* key, or one
+marked ``@revoked``, is refused whatever the setting. A private key file that
+others may read is ignored, as OpenSSH ignores it ("UNPROTECTED PRIVATE KEY
+FILE").
 
-This is the one module that translates socket and paramiko errors: everything
-leaves it as a :class:`~sshpipe.errors.ConnectError` subclass naming the host.
+This is the one module that translates socket and paramiko errors, through one
+table (:data:`TRANSPORT_ERRORS`, naming the failures of the one table both
+transports share, :mod:`sshpipe._connect_errors`): everything leaves it as a
+:class:`~sshpipe.errors.ConnectError` subclass naming the host, the original
+error chained as ``__cause__``. paramiko's own log goes to the
+``sshpipe.transport.paramiko`` logger, which never falls back to printing on
+stderr (a silent server's banner timeout is in the error, not in a traceback).
 """
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
+import functools
 import hashlib
 import logging
 import os
 import socket
+import stat
 from dataclasses import dataclass, replace
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Type
 
 import paramiko
+from paramiko.ber import BERException
+from paramiko.buffered_pipe import PipeTimeout
+from paramiko.hostkeys import InvalidHostKey
+from paramiko.packet import NeedRekeyException
+from paramiko.pkey import UnknownKeyType
+from paramiko.sftp import SFTPError
+from paramiko.ssh_exception import IncompatiblePeer
 
-from sshpipe.errors import (AuthenticationError, ConnectError, ConnectTimeout, HostKeyError,
-                            SSHConfigError)
+from sshpipe import _known_hosts
+from sshpipe._connect_errors import Failure, connect_error
+from sshpipe.errors import ConnectError, SSHConfigError, SSHPipeError
 
-__all__ = ["ConnectSettings", "connect", "settings_for"]
+__all__ = ["ConnectSettings", "ErrorRow", "TRANSPORT_ERRORS", "connect", "fingerprint",
+           "open_command", "settings_for", "transport_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +68,12 @@ _FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr
                  "aes256-ctr", "aes192-ctr")
 
 _MAX_JUMPS = 10  # ProxyJump chains longer than this are surely a loop
+
+# Where each paramiko Transport logs (set_log_channel). It has a NullHandler, so
+# with no logging configured paramiko's error lines and tracebacks are dropped
+# instead of reaching stderr through logging's last resort; configured handlers
+# still get them. What they say is in the error connect() raises.
+PARAMIKO_LOG = "sshpipe.transport.paramiko"
 
 
 @dataclass(frozen=True)
@@ -151,28 +178,120 @@ def settings_for(host: str, config: Optional[str] = None, *, user: Optional[str]
     )
 
 
+# -- errors: one table ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Attempt:
+    """What was being done when an error came: the words its message uses."""
+
+    settings: ConnectSettings
+    timeout: float
+    doing: str          # "connection to db1 port 22", "authentication as deploy" ...
+
+
+def _reason(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # an exception made without its arguments (the table's test)
+        text = ""
+    return text or type(exc).__name__
+
+
+def _os_reason(exc: BaseException) -> str:
+    number = getattr(exc, "errno", None)
+    said = getattr(exc, "strerror", None)
+    if said:
+        return str(said)
+    return os.strerror(number) if number else _reason(exc)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """paramiko reports a silent peer as an SSHException raised while handling a
+    socket timeout ("Error reading SSH protocol banner")."""
+    context = exc.__cause__ or exc.__context__
+    text = _reason(exc).lower()
+    return isinstance(context, (socket.timeout, TimeoutError)) or "timed out" in text \
+        or "timeout" in text
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    """One row of :data:`TRANSPORT_ERRORS`: which failure (of the one table,
+    :data:`sshpipe._connect_errors.CONNECT_ERRORS`) an exception is."""
+
+    raised: Tuple[Type[BaseException], ...]        # what paramiko or the socket raised
+    failure: Failure                               # what it means, whichever transport
+    reason: Callable[[BaseException], str] = _reason  # the ``{reason}`` it quotes
+    when: Optional[Callable[[BaseException], bool]] = None  # only if this also holds
+
+
+# paramiko and socket exceptions -> failures. The first row that matches wins, so
+# the specific rows come before the ones for their base classes. Every exception
+# class paramiko defines has a row (tests/test_errors_transport.py).
+TRANSPORT_ERRORS: Tuple[ErrorRow, ...] = (
+    ErrorRow((paramiko.BadHostKeyException, InvalidHostKey), Failure.HOST_KEY),
+    ErrorRow((paramiko.PasswordRequiredException,), Failure.PASSPHRASE),
+    ErrorRow((paramiko.AuthenticationException,), Failure.AUTHENTICATION),
+    ErrorRow((PipeTimeout, socket.timeout, TimeoutError), Failure.TIMEOUT),
+    ErrorRow((paramiko.SSHException,), Failure.TIMEOUT, when=_timed_out),
+    ErrorRow((socket.gaierror,), Failure.UNKNOWN_NAME, reason=_os_reason),
+    ErrorRow((ConnectionRefusedError,), Failure.REFUSED),
+    ErrorRow((paramiko.ProxyCommandFailure,), Failure.PROXY_COMMAND),
+    ErrorRow((paramiko.ChannelException,), Failure.CHANNEL_REFUSED),
+    ErrorRow((IncompatiblePeer,), Failure.NO_COMMON_ALGORITHMS),
+    ErrorRow((paramiko.SSHException, UnknownKeyType, BERException,
+              NeedRekeyException, SFTPError), Failure.FAILED),
+    ErrorRow((EOFError,), Failure.CLOSED),
+    ErrorRow((OSError,), Failure.TIMEOUT, reason=_os_reason,
+             when=lambda e: getattr(e, "errno", None) == errno.ETIMEDOUT),
+    ErrorRow((OSError,), Failure.FAILED, reason=_os_reason),
+)
+
+
+def transport_error(exc: BaseException, settings: ConnectSettings, timeout: float,
+                    doing: str) -> ConnectError:
+    """The sshpipe error for ``exc``, raised while ``doing`` (its row in
+    :data:`TRANSPORT_ERRORS`), naming the host, with ``exc`` as its cause."""
+    for row in TRANSPORT_ERRORS:
+        if isinstance(exc, row.raised) and (row.when is None or row.when(exc)):
+            failure, reason = row.failure, row.reason(exc)
+            break
+    else:  # not paramiko's nor the socket's: a bug somewhere, still typed and chained
+        failure, reason = Failure.FAILED, repr(exc)
+    detail = ""
+    if failure is Failure.TIMEOUT and isinstance(exc, (paramiko.SSHException, OSError)) \
+            and not isinstance(exc, (socket.timeout, TimeoutError)):
+        detail = f" ({reason})"
+    error = connect_error(failure, settings.alias, doing=doing, after=f" after {timeout:g} s",
+                          hostname=settings.hostname, reason=reason, detail=detail)
+    error.__cause__ = exc
+    return error
+
+
+@contextlib.contextmanager
+def _step(settings: ConnectSettings, timeout: float, doing: str) -> Iterator[None]:
+    """Translate whatever the block raises, except sshpipe's own errors."""
+    try:
+        yield
+    except SSHPipeError:
+        raise
+    except Exception as exc:
+        raise transport_error(exc, settings, timeout, doing) from exc
+
+
+@functools.lru_cache(maxsize=None)
+def _paramiko_log() -> str:
+    logging.getLogger(PARAMIKO_LOG).addHandler(logging.NullHandler())
+    return PARAMIKO_LOG
+
+
 # -- connecting ---------------------------------------------------------------
 
 def _open_socket(settings: ConnectSettings, timeout: float) -> socket.socket:
     """A TCP connection with Nagle off (paramiko leaves it on, and with Linux's
     delayed ACKs each small request then waits about 40 ms)."""
-    try:
+    with _step(settings, timeout, f"connection to {settings.hostname} port {settings.port}"):
         sock = socket.create_connection((settings.hostname, settings.port), timeout=timeout)
-    except socket.gaierror as exc:
-        raise ConnectError(f"{settings.alias}: unknown host name {settings.hostname!r} "
-                           f"({exc.strerror})", settings.alias) from exc
-    except socket.timeout as exc:
-        raise ConnectTimeout(f"{settings.alias}: connection to {settings.hostname} port "
-                             f"{settings.port} timed out after {timeout:g} s",
-                             settings.alias) from exc
-    except ConnectionRefusedError as exc:
-        raise ConnectError(f"{settings.alias}: connection to {settings.hostname} port "
-                           f"{settings.port} refused", settings.alias) from exc
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        cls = ConnectTimeout if exc.errno == errno.ETIMEDOUT else ConnectError
-        raise cls(f"{settings.alias}: cannot connect to {settings.hostname} port "
-                  f"{settings.port}: {reason}", settings.alias) from exc
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if hasattr(socket, "TCP_QUICKACK"):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
@@ -199,10 +318,11 @@ def _parse_jump(spec: str) -> "tuple[Optional[str], str, Optional[int]]":
     return user, host, port
 
 
-def _channel_socket(settings: ConnectSettings, timeout: float, depth: int):
+def _channel_socket(settings: ConnectSettings, timeout: float, depth: int) -> Any:
     """The byte stream to the target: TCP, a ProxyCommand, or a ProxyJump chain."""
     if settings.proxy_command:
-        return paramiko.ProxyCommand(settings.proxy_command)
+        with _step(settings, timeout, f"ProxyCommand {settings.proxy_command!r}"):
+            return paramiko.ProxyCommand(settings.proxy_command)
     if not settings.proxy_jump:
         return _open_socket(settings, timeout)
     if depth >= _MAX_JUMPS:
@@ -217,24 +337,14 @@ def _channel_socket(settings: ConnectSettings, timeout: float, depth: int):
         jump = replace(jump, proxy_jump=",".join(hops[:-1]), proxy_command=None)
     jump_transport = connect(jump, timeout=timeout, _depth=depth + 1)
     try:
-        return jump_transport.open_channel(
-            "direct-tcpip", (settings.hostname, settings.port), ("127.0.0.1", 0),
-            timeout=timeout)
-    except paramiko.ChannelException as exc:
+        with _step(settings, timeout, f"jump host {jump.alias} reaching "
+                                      f"{settings.hostname}:{settings.port}"):
+            return jump_transport.open_channel(
+                "direct-tcpip", (settings.hostname, settings.port), ("127.0.0.1", 0),
+                timeout=timeout)
+    except BaseException:
         jump_transport.close()
-        raise ConnectError(f"{settings.alias}: jump host {jump.alias} could not reach "
-                           f"{settings.hostname}:{settings.port}: {exc}", settings.alias) from exc
-
-
-def _known_host_keys(settings: ConnectSettings) -> paramiko.HostKeys:
-    keys = paramiko.HostKeys()
-    for path in list(settings.user_known_hosts) + list(settings.global_known_hosts):
-        if os.path.isfile(path):
-            try:
-                keys.load(path)
-            except (OSError, paramiko.SSHException) as exc:
-                logger.warning("skipping unreadable known_hosts file %s: %s", path, exc)
-    return keys
+        raise
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -243,39 +353,46 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
+def _known_hosts_files(settings: ConnectSettings) -> List[str]:
+    return list(settings.user_known_hosts) + list(settings.global_known_hosts)
+
+
 def _check_host_key(transport: paramiko.Transport, settings: ConnectSettings,
-                    known: paramiko.HostKeys) -> None:
+                    known: _known_hosts.HostEntries) -> None:
+    """OpenSSH's check_host_key(): revoked, then recorded, then changed, then new."""
     key = transport.get_remote_server_key()
     name = settings.known_hosts_name
-    entries = known.lookup(name) or {}
-    recorded = entries.get(key.get_name())
-    if recorded is not None:
-        if recorded == key:
-            return
-        raise HostKeyError(
-            f"{settings.alias}: the host key of {name} has CHANGED ({key.get_name()} "
-            f"{fingerprint(key)}); this may be an attack. Remove the old entry from "
-            f"known_hosts if the change is expected.", settings.alias)
-    if entries:
-        raise HostKeyError(
-            f"{settings.alias}: {name} offered a {key.get_name()} key ({fingerprint(key)}) "
-            f"but known_hosts records only {', '.join(sorted(entries))} keys for it",
-            settings.alias)
+    facts = {"name": name, "key": f"{key.get_name()} {fingerprint(key)}"}
+    revoked = known.revoked_entry(key)
+    if revoked is not None:
+        raise connect_error(Failure.HOST_KEY_REVOKED, settings.alias, facts,
+                            where=revoked.where)
+    if known.matching(key) is not None:
+        return
+    same_type = [e for e in known.keys if e.key.get_name() == key.get_name()]
+    if same_type:
+        raise connect_error(Failure.HOST_KEY_CHANGED, settings.alias, facts,
+                            where=same_type[0].where)
+    if known.keys:
+        raise connect_error(Failure.HOST_KEY_OTHER_TYPES, settings.alias, facts,
+                            types=", ".join(known.key_types()))
     policy = settings.strict_host_key_checking
     if policy in ("accept-new", "no", "off"):
         _record_host_key(settings, name, key)
         return
-    raise HostKeyError(
-        f"{settings.alias}: host key for {name} is not known ({key.get_name()} "
-        f"{fingerprint(key)}) and StrictHostKeyChecking is {policy}; add it to "
-        f"{settings.user_known_hosts[0] if settings.user_known_hosts else 'known_hosts'}",
-        settings.alias)
+    authority = (f"; known_hosts names a @cert-authority for it ({known.authorities[0].where})"
+                 f", but host certificates are not checked by the paramiko transport"
+                 if known.authorities else "")
+    raise connect_error(
+        Failure.HOST_KEY_UNKNOWN, settings.alias, facts, policy=policy, note=authority,
+        known_hosts=settings.user_known_hosts[0] if settings.user_known_hosts
+        else "known_hosts")
 
 
 def _record_host_key(settings: ConnectSettings, name: str, key: paramiko.PKey) -> None:
     if not settings.user_known_hosts:
         return
-    path = settings.user_known_hosts[0]
+    path = os.path.expanduser(settings.user_known_hosts[0])
     directory = os.path.dirname(path)
     if directory and not os.path.isdir(directory):
         os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -286,17 +403,17 @@ def _record_host_key(settings: ConnectSettings, name: str, key: paramiko.PKey) -
                 fingerprint(key), path)
 
 
-def _preferred_key_types(transport: paramiko.Transport, known: paramiko.HostKeys,
-                         settings: ConnectSettings) -> None:
+def _preferred_key_types(transport: paramiko.Transport, known: _known_hosts.HostEntries
+                         ) -> None:
     """Ask for the host key types already on record first, as OpenSSH does, so a
     host with several keys is verified against the one we know."""
-    entries = known.lookup(settings.known_hosts_name) or {}
-    if not entries:
+    recorded = set(known.key_types())
+    if not recorded:
         return
     options = transport.get_security_options()
     current = list(options.key_types)
-    known_types = [kind for kind in current if kind in entries
-                   or (kind.startswith("rsa-sha2") and "ssh-rsa" in entries)]
+    known_types = [kind for kind in current if kind in recorded
+                   or (kind.startswith("rsa-sha2") and "ssh-rsa" in recorded)]
     options.key_types = known_types + [kind for kind in current if kind not in known_types]
 
 
@@ -310,31 +427,54 @@ def _prefer_fast_ciphers(transport: paramiko.Transport, settings: ConnectSetting
         options.ciphers = ordered
 
 
-def _load_key(path: str) -> Optional[paramiko.PKey]:
+def _unprotected(path: str) -> Optional[str]:
+    """OpenSSH's sshkey_perm_ok(): a key file owned by this user that its group or
+    others may access is refused (one owned by someone else is not checked)."""
     try:
-        return paramiko.PKey.from_path(path)
+        info = os.stat(path)
+    except OSError:
+        return None  # reading it will say why
+    if info.st_uid == os.getuid() and info.st_mode & 0o077:
+        return (f"UNPROTECTED PRIVATE KEY FILE: permissions 0{stat.S_IMODE(info.st_mode):03o} "
+                f"for '{path}' are too open; it is required that your private key files "
+                f"are NOT accessible by others, so this key is ignored")
+    return None
+
+
+def _load_key(path: str) -> Tuple[Optional[paramiko.PKey], Optional[str]]:
+    """The key in ``path``, or None and why it was skipped (None: no such file)."""
+    refused = _unprotected(path)
+    if refused is not None:
+        logger.warning("%s", refused)
+        return None, refused
+    try:
+        return paramiko.PKey.from_path(path), None
     except FileNotFoundError:
-        return None
+        return None, None
     except paramiko.PasswordRequiredException:
         logger.debug("skipping %s: it needs a passphrase", path)
-        return None
-    except (paramiko.SSHException, OSError, ValueError) as exc:
+        return None, f"{path} needs a passphrase"
+    except (paramiko.SSHException, UnknownKeyType, OSError, ValueError) as exc:
         logger.debug("skipping %s: %s", path, exc)
-        return None
+        return None, f"{path}: {exc}"
 
 
 def _authenticate(transport: paramiko.Transport, settings: ConnectSettings) -> None:
     tried: List[str] = []
+    ignored: List[str] = []
     candidates: List["tuple[str, paramiko.PKey]"] = []
     file_keys = []
     for path in settings.identity_files:
-        key = _load_key(path)
+        key, why = _load_key(path)
         if key is not None:
             file_keys.append((path, key))
+        elif why is not None:
+            ignored.append(why)
     if settings.use_agent and os.environ.get("SSH_AUTH_SOCK"):
         try:
             agent_keys = paramiko.Agent().get_keys()
-        except paramiko.SSHException:
+        except paramiko.SSHException as exc:
+            logger.debug("%s: ssh-agent unusable: %s", settings.alias, exc)
             agent_keys = ()
         file_blobs = {key.asbytes() for _, key in file_keys}
         for key in agent_keys:
@@ -347,15 +487,12 @@ def _authenticate(transport: paramiko.Transport, settings: ConnectSettings) -> N
             transport.auth_publickey(settings.user, key)
         except paramiko.AuthenticationException:
             continue
-        except paramiko.SSHException as exc:
-            raise ConnectError(f"{settings.alias}: authentication failed: {exc}",
-                               settings.alias) from exc
         if transport.is_authenticated():
             return
     what = "; ".join(tried) if tried else "no usable key (none found, or all need a passphrase)"
-    raise AuthenticationError(
-        f"{settings.alias}: {settings.describe()} refused authentication; tried {what}",
-        settings.alias)
+    skipped = f"; ignored {'; '.join(ignored)}" if ignored else ""
+    raise connect_error(Failure.AUTH_REFUSED, settings.alias, who=settings.describe(),
+                        reason=f"tried {what}{skipped}")
 
 
 def connect(settings: ConnectSettings, *, timeout: Optional[float] = None,
@@ -365,44 +502,56 @@ def connect(settings: ConnectSettings, *, timeout: Optional[float] = None,
     Raises:
         ConnectError: refused, unreachable, unknown name, SSH negotiation failed.
         ConnectTimeout: nothing answered within the connect timeout.
-        HostKeyError: the host key is unknown (and may not be added) or changed.
+        HostKeyError: the host key is unknown (and may not be added), changed or
+            revoked.
         AuthenticationError: no offered key was accepted.
     """
     timeout = timeout or settings.connect_timeout or DEFAULT_CONNECT_TIMEOUT
     sock = _channel_socket(settings, timeout, _depth)
-    transport = paramiko.Transport(sock, default_window_size=WINDOW_SIZE)
+    handshake = f"SSH handshake with {settings.describe()}"
     try:
+        with _step(settings, timeout, handshake):
+            transport = paramiko.Transport(sock, default_window_size=WINDOW_SIZE)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        transport.set_log_channel(_paramiko_log())
         transport.banner_timeout = timeout
         transport.handshake_timeout = timeout
         transport.auth_timeout = timeout
-        known = _known_host_keys(settings)
-        _preferred_key_types(transport, known, settings)
+        known = _known_hosts.lookup(_known_hosts_files(settings), settings.known_hosts_name)
+        _preferred_key_types(transport, known)
         _prefer_fast_ciphers(transport, settings)
         if settings.compression:
             transport.use_compression(True)
-        try:
+        with _step(settings, timeout, handshake):
             # A little longer than the banner timeout, so that a silent server is
             # reported by paramiko's banner check rather than a bare wait.
             transport.start_client(timeout=timeout + 1)
             if not transport.is_active():
                 raise transport.get_exception() or paramiko.SSHException("negotiation failed")
-        except paramiko.SSHException as exc:
-            text = str(exc).lower()
-            if (isinstance(exc.__context__, (socket.timeout, TimeoutError))
-                    or "timeout" in text or "timed out" in text):
-                raise ConnectTimeout(f"{settings.alias}: SSH handshake with "
-                                     f"{settings.describe()} timed out after {timeout:g} s",
-                                     settings.alias) from exc
-            raise ConnectError(f"{settings.alias}: SSH negotiation with {settings.describe()} "
-                               f"failed: {exc}", settings.alias) from exc
-        except (EOFError, OSError) as exc:
-            raise ConnectError(f"{settings.alias}: {settings.describe()} closed the "
-                               f"connection during the SSH handshake", settings.alias) from exc
         _check_host_key(transport, settings, known)
-        _authenticate(transport, settings)
+        with _step(settings, timeout, f"authentication as {settings.user or 'the default user'}"):
+            _authenticate(transport, settings)
         if settings.server_alive_interval > 0:
             transport.set_keepalive(settings.server_alive_interval)
         return transport
     except BaseException:
         transport.close()
         raise
+
+
+def open_command(transport: paramiko.Transport, command: str, settings: ConnectSettings,
+                 timeout: Optional[float] = None) -> paramiko.Channel:
+    """A session channel on ``transport`` running ``command``.
+
+    Raises:
+        ConnectError: (or a subclass, by :data:`TRANSPORT_ERRORS`) the server
+            refused the session or the command, or the connection failed.
+    """
+    timeout = timeout or settings.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+    with _step(settings, timeout, f"starting the remote command on {settings.describe()}"):
+        channel = transport.open_session(timeout=timeout)
+        channel.exec_command(command)
+    return channel

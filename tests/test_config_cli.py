@@ -102,3 +102,85 @@ def test_python_m_entry_point(cfg):
     res = subprocess.run([sys.executable, "-m", "sshpipe", "config", "get", "web", "port",
                           "-F", str(cfg)], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout == "port 2222\n"
+
+
+def test_get_unknown_keyword_names_it(cfg, capsys):
+    """`config get HOST NOSUCH` fails with a message naming the keyword, not silently."""
+    assert main(["config", "get", "web", "NoSuchOption", "-F", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "NoSuchOption" in err and str(cfg) in err
+
+
+def test_get_known_but_unset_keyword_says_so(cfg, capsys):
+    """A real keyword ssh -G prints nothing for exits 1 and says why."""
+    assert main(["config", "get", "web", "ProxyCommand", "-F", str(cfg)]) == 1
+    assert "ProxyCommand is not set" in capsys.readouterr().err
+
+
+def test_set_several_words_make_one_value(cfg, capsys):
+    """`config set web LocalForward 8080 localhost:80` writes one line ssh reads as one forward."""
+    assert main(["config", "set", "web", "LocalForward", "8080", "localhost:80",
+                 "-F", str(cfg)]) == 0
+    assert "  LocalForward 8080 localhost:80\n" in cfg.read_text()
+    assert main(["config", "get", "web", "localforward", "-F", str(cfg)]) == 0
+    assert capsys.readouterr().out == "localforward 8080 [localhost]:80\n"
+
+
+def test_add_goes_before_host_star_and_says_so(tmp_path, capsys):
+    """A block added after `Host *` would be shadowed: it is placed before it, with a note."""
+    p = tmp_path / "config"
+    p.write_text("Host web\n  User w\n\nHost *\n  User everyone\n")
+    assert main(["config", "add", "db", "-o", "User=dba", "-F", str(p)]) == 0
+    assert p.read_text() == ("Host web\n  User w\n\nHost db\n  User dba\n\n"
+                             "Host *\n  User everyone\n")
+    err = capsys.readouterr().err
+    assert "placed before 'Host *' (line 4)" in err and str(p) in err
+    assert main(["config", "get", "db", "user", "-F", str(p)]) == 0
+    assert capsys.readouterr().out == "user dba\n"
+    assert main(["config", "add", "late", "-o", "User=l", "--at-end", "-F", str(p)]) == 0
+    assert p.read_text().endswith("Host *\n  User everyone\n\nHost late\n  User l\n")
+
+
+def test_check_missing_file_behaves_like_get(tmp_path, capsys, monkeypatch):
+    """check: a missing default config is an empty one (exit 0); a missing -F FILE is an error."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["config", "check"]) == 0
+    assert main(["config", "get", "x", "port"]) == 0
+    missing = tmp_path / "nope"
+    assert main(["config", "check", "-F", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert str(missing) in err and "<string>" not in err
+
+
+def test_errors_name_the_file_not_string(cfg, capsys):
+    """Errors without a line (a bad destination) still name the config file."""
+    assert main(["config", "get", "bad;host", "-F", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert str(cfg) in err and "<string>" not in err
+
+
+def test_get_follows_requested_openssh(tmp_path, capsys):
+    """--openssh picks the release: a 10.0 keyword is an error for 9.2 and fine for 10.0."""
+    p = tmp_path / "config"
+    p.write_text("Host web\n  Tag prod\nMatch tagged prod\n  Port 2400\n")
+    assert main(["config", "get", "web", "port", "--openssh", "9.2", "-F", str(p)]) == 1
+    assert "Bad configuration option: tag" in capsys.readouterr().err
+    assert main(["config", "get", "web", "port", "--openssh", "10.0", "-F", str(p)]) == 0
+    assert capsys.readouterr().out == "port 2400\n"
+
+
+def test_non_utf8_values_print_as_bytes(tmp_path):
+    """Bytes that are not UTF-8 come out as the same bytes ssh -G prints."""
+    p = tmp_path / "config"
+    p.write_bytes(b"Host web\n  User caf\xe9\n")
+    res = subprocess.run([sys.executable, "-m", "sshpipe", "config", "get", "web", "user",
+                          "-F", str(p)], capture_output=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == b"user caf\xe9\n"
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="no ssh to compare with")
+def test_diff_against_local_ssh(cfg, capsys):
+    """`config diff HOST` compares with the local ssh -G: same output, exit 0."""
+    assert main(["config", "diff", "web", "-F", str(cfg)]) == 0
+    assert "same as ssh -G" in capsys.readouterr().err

@@ -89,13 +89,29 @@ def test_include_errors_point_into_the_included_file(tmp_path):
 
 
 def test_include_permissions_checked(tmp_path):
-    """A group-writable included file is refused when resolving, as ssh does."""
+    """World-writable includes are refused; group-writable ones only outside a private group.
+
+    Debian's rule (``secure_permissions()``): a group-writable file is fine when
+    its group has exactly one member, the file's owner.
+    """
+    from sshpipe.config import StaticAccounts
+
     inc = tmp_path / "inc"
     inc.write_text("Port 22\n")
-    os.chmod(inc, 0o664)
-    config = loads(f"Include {inc}\n")
-    with pytest.raises(SSHConfigError, match="Bad owner or permissions"):
+    uid, gid = os.getuid(), inc.stat().st_gid
+    private = StaticAccounts.from_text(f"me:x:{uid}:{gid}::/home/me:/bin/sh\n", f"g:x:{gid}:\n")
+    shared = StaticAccounts.from_text(f"me:x:{uid}:{gid}::/home/me:/bin/sh\n"
+                                      f"other:x:{uid + 1}:{gid}::/home/o:/bin/sh\n",
+                                      f"g:x:{gid}:\n")
+    config = loads(f"Include {inc}\n", accounts=private)
+    os.chmod(inc, 0o666)
+    with pytest.raises(SSHConfigError, match="Bad owner or permissions") as info:
         config.resolve("x")
+    assert info.value.line == 1
+    os.chmod(inc, 0o664)
+    assert config.resolve("x", accounts=private)["port"] == "22"
+    with pytest.raises(SSHConfigError, match="Bad owner or permissions"):
+        config.resolve("x", accounts=shared)
 
 
 def test_match_exec_needs_permission():

@@ -18,8 +18,8 @@ FILES = sorted(p for p in DATA.rglob("*") if p.is_file())
 def test_data_files_round_trip_byte_identical(path):
     """Every data file (valid or not) comes back byte for byte."""
     raw = path.read_bytes()
-    config = SSHConfig(raw.decode("utf-8"))
-    assert dumps(config).encode("utf-8") == raw
+    config = SSHConfig(raw.decode("utf-8", "surrogateescape"))
+    assert dumps(config).encode("utf-8", "surrogateescape") == raw
 
 
 def test_load_and_dump_paths_keep_bytes(tmp_path):
@@ -66,9 +66,31 @@ def test_missing_default_file_is_empty(monkeypatch, tmp_path):
 
 
 def test_missing_explicit_file_raises(tmp_path):
-    """An explicit path that does not exist raises FileNotFoundError."""
-    with pytest.raises(FileNotFoundError):
+    """An explicit path that does not exist raises SSHConfigError (also a FileNotFoundError)."""
+    from sshpipe.errors import SSHConfigError
+
+    with pytest.raises(SSHConfigError) as info:
         load(str(tmp_path / "nope"))
+    assert isinstance(info.value, FileNotFoundError)
+    assert info.value.path == str(tmp_path / "nope")
+
+
+def test_seed_module_names(tmp_path):
+    """The seed's ``sshpipe.sshconfig`` names work: load/loads/dump/dumps/SSHConfig."""
+    from sshpipe import sshconfig
+    from sshpipe.sshconfig import SSHConfig as SeedConfig, dump as seed_dump, load as seed_load
+
+    assert SeedConfig is SSHConfig and sshconfig.loads is loads and sshconfig.dumps is dumps
+    config = sshconfig.loads("Host a\n  Port 7\n")
+    target = tmp_path / "new" / "dir" / "config"
+    with pytest.raises(FileNotFoundError):
+        seed_dump(config, str(target))
+    seed_dump(config, str(target), makedirs=True)
+    assert target.read_text() == "Host a\n  Port 7\n"
+    assert (target.parent.stat().st_mode & 0o777) == 0o700
+    assert seed_load(str(target)).get("a", "port") == "7"
+    with pytest.raises(sshconfig.SSHConfigError):
+        seed_load(str(tmp_path / "absent"))
 
 
 def test_public_names_reexported():

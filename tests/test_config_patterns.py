@@ -7,6 +7,7 @@ from sshpipe.config import loads
 from sshpipe.config._patterns import (
     HostPatterns, PatternList, cidr_list_match, cidr_list_valid, match_pattern,
 )
+from sshpipe.errors import SSHConfigError
 
 
 @pytest.mark.parametrize("string, pattern, expected", [
@@ -53,7 +54,9 @@ def test_cidr_lists():
 
 def test_match_localnetwork_with_given_addresses():
     """Match localnetwork (OpenSSH 9.4+) tests the interface addresses passed in."""
-    config = loads("Match localnetwork 192.168.0.0/16\n  Port 2\n")
+    with pytest.raises(SSHConfigError, match="Unsupported Match attribute localnetwork"):
+        loads("Match localnetwork 192.168.0.0/16\n  Port 2\n", openssh="9.2")
+    config = loads("Match localnetwork 192.168.0.0/16\n  Port 2\n", openssh="10.0")
     assert config.resolve("x", local_addresses=["192.168.1.5"])["port"] == "2"
     assert config.resolve("x", local_addresses=["10.0.0.5"])["port"] == "22"
 
@@ -68,5 +71,5 @@ def test_block_skipping_keeps_first_value_semantics():
 
 def test_match_localnetwork_reads_this_machine():
     """Without given addresses, loopback (on every Linux host) is found locally."""
-    config = loads("Match localnetwork 127.0.0.0/8\n  Port 3\n")
+    config = loads("Match localnetwork 127.0.0.0/8\n  Port 3\n", openssh="9.9")
     assert config.resolve("x")["port"] == "3"

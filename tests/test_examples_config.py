@@ -17,8 +17,9 @@ def test_config_tool_example(tmp_path):
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0] == "web -> u@w.example.com:22"
-    assert lines[2] == "db  -> dba@db.example.com"
-    assert lines[3] == "hosts: web | db"
+    assert lines[2:4] == ["OpenSSH 9.2: ipqos lowdelay throughput", "OpenSSH 10.0: ipqos ef cs1"]
+    assert lines[4] == "db  -> dba@db.example.com"
+    assert lines[5] == "hosts: web | db"
     assert cfg.read_text() == ("# mine\nHost web\n\tHostName w.example.com\n\tUser u\n"
                                "\tPort 2200\n\nHost db\n\tHostName db.example.com\n\tUser dba\n")
 

@@ -10,7 +10,8 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mplogger_exampl
 RUN_TIMEOUT = 60.0      # seconds for the example to finish
 # The seed README's "Example output" lines.
 SEED_LINE = re.compile(
-    r"^\[ \d{4}-\d{2}-\d{2},\d{2}:\d{2}:\d{2}\.\d{6} \]\[ (?P<level>DEBUG|INFO) \]\[ (?P<msg>.+?) \]"
+    r"^\[ \d{4}-\d{2}-\d{2},\d{2}:\d{2}:\d{2}\.\d{6} \]"
+    r"\[ (?P<level>DEBUG|INFO) \]\[ (?P<msg>.+?) \]"
     r"(?P<where>\[ mplogger_example\.<module>\(\d+\) \])?$")
 
 

@@ -59,30 +59,6 @@ def test_demo_command_prints_remote_replies():
     assert "agent exited with status 0" in result.stdout
 
 
-def test_run_command_sends_stdin_lines_and_prints_replies(sshd):
-    """`sshpipe run HOST SCRIPT` sends each stdin line and prints each reply."""
-    result = subprocess.run(
-        [sys.executable, "-m", "sshpipe", "run", sshd.alias,
-         str(Path(__file__).parent / "agents" / "echo_agent.py"), "-F", sshd.config_path],
-        input="first\nsecond\n", capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["'first'", "'second'"]
-    assert "2 messages sent; agent exit status 0" in result.stderr
-
-
-def test_run_command_reports_unreachable_host(tmp_path):
-    """`sshpipe run` on a host that refuses connections exits 255 with the reason."""
-    from sshpipe.testing import free_port
-
-    config = tmp_path / "config"
-    config.write_text(f"Host nowhere\n HostName 127.0.0.1\n Port {free_port()}\n")
-    result = subprocess.run([sys.executable, "-m", "sshpipe", "run", "nowhere", "x.py",
-                             "-F", str(config)], input="", capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 255
-    assert "refused" in result.stderr
-
-
 def test_faults_example_accounts_for_every_message(tmp_path):
     """examples/faults_example.py: the killed agent's pipe reports -9 and accounts for all."""
     result = subprocess.run([sys.executable, str(EXAMPLES / "faults_example.py")],

@@ -16,7 +16,7 @@ from typing import Callable, Iterator, List
 
 import pytest
 
-from sshpipe.logging import (DEFAULT_NAME, LevelBasedFormatter, LoggerInfo, MpLogger,
+from sshpipe.mplog import (DEFAULT_NAME, LevelBasedFormatter, LoggerInfo, MpLogger,
                              MpLoggerState)
 
 JOIN_TIMEOUT = 60.0     # seconds for a child process to finish
@@ -357,7 +357,8 @@ def _remote_record(host: str, pipe: str, level: int, msg: str, args=()) -> loggi
 
 
 def test_remote_records_land_in_the_files_with_their_host(make_mplogger, tmp_path):
-    """Records re-emitted into sshpipe.remote.<host> reach the host's file and the consolidated one."""
+    """Records re-emitted into sshpipe.remote.<host> reach the host's file and the
+    consolidated one."""
     base = _unique("all")
     mplogger = make_mplogger(name=base, logdir=tmp_path, consolidate=True,
                              level_formats={"default": "%(host)s %(pipe)s %(name)s: %(message)s"})
@@ -610,9 +611,9 @@ def test_formatter_brace_style():
 
 
 def test_module_is_importable_from_package():
-    """The package re-exports the three public names from sshpipe.logging."""
+    """The package re-exports the three public names from sshpipe.mplog."""
     import sshpipe
-    import sshpipe.logging as module
+    import sshpipe.mplog as module
     for name in ("MpLogger", "LevelBasedFormatter", "TimedSizedRotatingHandler"):
         assert getattr(sshpipe, name) is getattr(module, name)
-    assert sys.modules["sshpipe.logging"] is module
+    assert sys.modules["sshpipe.mplog"] is module

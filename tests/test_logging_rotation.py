@@ -11,7 +11,7 @@ from typing import List
 
 import pytest
 
-from sshpipe.logging import TimedSizedRotatingHandler
+from sshpipe.mplog import TimedSizedRotatingHandler
 
 START = float(calendar.timegm((2026, 11, 27, 22, 0, 0, 0, 0, 0)))   # a UTC midnight-free hour
 
@@ -106,7 +106,8 @@ def test_backup_count_keeps_newest(tmp_path):
 
 
 def test_time_rollover_with_controlled_clock(tmp_path):
-    """when='S', interval=10: records in the interval share a file; the next one starts a new file."""
+    """when='S', interval=10: records in the interval share a file; the next one starts
+    a new file."""
     clock = Clock()
     handler = _handler(tmp_path / "app.log", clock, when="S", interval=10)
     _emit(handler, "t0")

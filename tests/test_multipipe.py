@@ -99,7 +99,7 @@ def test_starts_overlap_within_the_per_host_limit(monkeypatch):
             active[pipe.host] += 1
             peaks[pipe.host] = max(peaks[pipe.host], active[pipe.host])
             overall.append(sum(active.values()))
-        time.sleep(0.2)
+        time.sleep(0.2)  # how long a start takes: the overlap being measured
         with lock:
             active[pipe.host] -= 1
         raise RuntimeError(f"fake start of {pipe.name}")
@@ -265,17 +265,12 @@ def test_broadcast_term_then_close_leaves_nothing_unhandled(sshd):
         multi.recv(timeout=5)
 
 
-@pytest.fixture
-def spawn_method():
-    previous = multiprocessing.get_start_method(allow_none=True)
-    multiprocessing.set_start_method("spawn", force=True)
-    yield
-    multiprocessing.set_start_method(previous, force=True)
-
-
-def test_killed_pipe_child_is_lost_with_cause_under_spawn(sshd, spawn_method):
-    """Under spawn, killing one pipe's child raises MemberLost with the PipeBroken as cause."""
-    with make_multi(sshd, 2) as multi:
+def test_killed_pipe_child_is_lost_with_cause_under_spawn(sshd):
+    """Under spawn (mp_context=, the global start method untouched), killing one
+    pipe's child raises MemberLost with the PipeBroken as cause."""
+    before = multiprocessing.get_start_method(allow_none=True)
+    with make_multi(sshd, 2, mp_context=multiprocessing.get_context("spawn")) as multi:
+        assert multi["p0"].pid is not None
         multi["p0"].kill()
         with pytest.raises(MemberLost) as info:
             multi.recv(timeout=REPLY_TIMEOUT)
@@ -285,6 +280,71 @@ def test_killed_pipe_child_is_lost_with_cause_under_spawn(sshd, spawn_method):
         assert multi.recv(timeout=REPLY_TIMEOUT) == ("p1", "ok")
         results = multi.close(timeout=30)
     assert isinstance(results["p0"], PipeBroken) and results["p1"].exitcode == 0
+    # The global method stays what it was (or the platform's default, once asked).
+    assert multiprocessing.get_start_method(allow_none=True) in (before, "fork", "forkserver")
+
+
+def test_second_close_honours_its_timeout_issue_11(sshd):
+    """While one thread's close() waits for a stuck agent, another thread's
+    close(timeout=1) raises TimeoutError in about a second instead of waiting."""
+    multi = make_multi(sshd, 1)
+    assert multi.start(timeout=START_TIMEOUT) == {}
+    multi.send("p0", ("cmd", "sleep", 8))
+    first = threading.Thread(target=multi.close, kwargs={"timeout": 3})
+    first.start()
+    try:
+        wait_for = time.monotonic() + 5
+        while multi.state is not MultiPipeState.CLOSING and time.monotonic() < wait_for:
+            time.sleep(0.01)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            multi.close(timeout=1)
+        assert time.monotonic() - started < 2.5
+    finally:
+        first.join(60)
+    assert not first.is_alive()
+    assert set(multi.close(timeout=1)) == {"p0"}
+
+
+def test_close_timeout_bounds_a_stuck_member_issue_11(sshd):
+    """close(timeout=) returns within timeout + CLOSE_GRACE (+ a kill) even when
+    an agent is stuck in its handler, and reports every member."""
+    from sshpipe.multipipe import CLOSE_GRACE
+
+    from sshpipe.testing import is_alive, process_id
+
+    multi = make_multi(sshd, 2)
+    assert multi.start(timeout=START_TIMEOUT) == {}
+    agent = process_id(multi["p0"].remote_info["pid"])
+    multi.send("p0", ("cmd", "sleep", 12))
+    started = time.monotonic()
+    results = multi.close(timeout=1)
+    assert time.monotonic() - started < 1 + CLOSE_GRACE + 8
+    assert set(results) == {"p0", "p1"} and results["p1"].exitcode == 0
+    # A handler stuck past close() outlives its session until it returns (the
+    # agent's own business, not the multipipe's): wait for it, so that nothing
+    # is left running.
+    deadline = time.monotonic() + 30
+    while is_alive(agent) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not is_alive(agent)
+
+
+def test_unread_replies_are_bounded_and_none_lost_issue_11(sshd, monkeypatch):
+    """Replies nobody reads wait in a bounded queue (the readers, hence the
+    agents, wait past MAX_EVENTS); once read, every one arrives, in order."""
+    import sshpipe.multipipe as multipipe_module
+
+    monkeypatch.setattr(multipipe_module, "MAX_EVENTS", 5)
+    with make_multi(sshd, 1) as multi:
+        for index in range(40):
+            multi.send("p0", index)
+        multi["p0"].flush(timeout=REPLY_TIMEOUT)
+        time.sleep(0.3)  # let the reader run ahead as far as it may
+        assert multi._events._replies <= 5  # the queue itself, bounded
+        assert [multi.recv(timeout=REPLY_TIMEOUT) for _ in range(40)] == \
+            [("p0", index) for index in range(40)]
+        multi.close(timeout=30)
 
 
 # -- core bugs found while building SSHMultiPipe (fixed in sshpipe/pipe.py) ----
@@ -322,7 +382,7 @@ def test_late_stderr_reaches_the_caller(sshd):
     """stderr written after more than a second of silence still reaches response().stderr."""
     pipe = SSHPipe(sshd.alias, ECHO, config=sshd.config_path, python=sshd.python)
     pipe.start()
-    time.sleep(1.5)
+    time.sleep(1.5)  # the fault: more than a second of silence on the channel
     pipe.send(("cmd", "stderr", "late\n"))
     assert pipe.close(timeout=30).stderr == "late\n"
 

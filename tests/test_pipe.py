@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from sshpipe import AgentStartError, PipeBroken, PipeClosed, PipeState, SSHPipe
-from sshpipe.testing import is_alive, wait_gone
+from sshpipe import AgentStartError, PipeBroken, PipeClosed, PipeState, SSHPipe, protocol
+from sshpipe.testing import is_alive, process_id, wait_gone
+
+from pipe_transports import transport  # noqa: F401 (autouse: each test per transport)
 
 AGENTS = Path(__file__).parent / "agents"
 ECHO = str(AGENTS / "echo_agent.py")
@@ -36,15 +38,19 @@ def test_start_returns_after_hello_with_remote_details(sshd):
     try:
         info = pipe.remote_info
         assert pipe.state is PipeState.RUNNING
-        assert info["protocol"] == 1 and info["handler"] == "EchoAgent"
-        assert info["python"].startswith("3.") and is_alive(info["pid"])
+        assert info["protocol"] == protocol.PROTOCOL_VERSION and info["handler"] == "EchoAgent"
+        assert info["python"].startswith("3.") and is_alive(process_id(info["pid"]))
         assert pipe.is_alive()
         assert "running" in repr(pipe)
     finally:
         response = pipe.close(timeout=30)
     assert response == (0, "", "")
     assert pipe.state is PipeState.CLOSED
-    assert pipe.exitcode == 0 and not pipe.is_alive()
+    assert pipe.exitcode == 0
+    # close() released the Process half, as Process.close() does.
+    for call in (pipe.is_alive, pipe.join, pipe.terminate):
+        with pytest.raises(ValueError):
+            call()
 
 
 def test_objects_round_trip_in_order(pipe):
@@ -268,12 +274,12 @@ def test_killing_child_process_ends_remote_agent_and_its_children(sshd):
     the caller's calls raise instead of hanging."""
     pipe = make_pipe(sshd)
     pipe.start()
-    agent_pid = pipe.remote_info["pid"]
+    agent = process_id(pipe.remote_info["pid"])
     pipe.send(("cmd", "spawn"))
-    grandchild = pipe.recv(timeout=10)
+    grandchild = process_id(pipe.recv(timeout=10))
     assert is_alive(grandchild)
     pipe.kill()
-    assert not wait_gone([agent_pid], 10), "agent still running"
+    assert not wait_gone([agent], 10), "agent still running"
     assert not wait_gone([grandchild], 10), "agent's child still running"
     with pytest.raises(PipeBroken):
         pipe.response(timeout=10)

@@ -8,6 +8,8 @@ import pytest
 
 from sshpipe import SSHPipe
 
+from pipe_transports import transport  # noqa: F401 (autouse: each test per transport)
+
 SINK = str(Path(__file__).parent / "agents" / "sink_agent.py")
 MIB = 1 << 20
 
@@ -22,7 +24,7 @@ def test_two_gib_one_way_without_stalling(sshd):
     with SSHPipe(sshd.alias, SINK, config=sshd.config_path, python=sshd.python,
                  queue_bound=64) as pipe:
         slowest = 0.0
-        for block in range(16):
+        for _block in range(16):
             started = time.monotonic()
             for _ in range(128):
                 pipe.send(chunk, timeout=stall_bound)

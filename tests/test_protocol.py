@@ -65,6 +65,46 @@ def test_any_split_of_a_stream_gives_the_same_frames(frames, cuts):
     assert reader.buffered == 0
 
 
+@settings(max_examples=300, deadline=None)
+@given(frames=st.lists(st.tuples(KINDS, st.binary(max_size=300)), max_size=20),
+       cuts=st.lists(st.integers(min_value=0, max_value=7000), max_size=10),
+       direct=st.integers(min_value=1, max_value=200),
+       reads=st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=20))
+def test_direct_reads_give_the_same_frames(frames, cuts, direct, reads):
+    """A reader in direct mode (large frames read straight into their own buffer,
+    as the agent reads) yields the same frames, numbered alike, however the bytes
+    come and whichever of feed() or into()/filled() takes them."""
+    stream = b"".join(protocol.encode(kind, payload) for kind, payload in frames)
+    points = set(c for c in cuts if c < len(stream))
+    reader = FrameReader(direct=direct)
+    got, position, turn = [], 0, 0
+    while position < len(stream):
+        into = reader.into()
+        if into is not None:
+            count = min(len(into), reads[turn % len(reads)], len(stream) - position)
+            turn += 1
+            into[:count] = stream[position:position + count]
+            got.extend(reader.filled(count))
+        else:
+            end = min([p for p in points if p > position] + [len(stream)])
+            got.extend(reader.feed(memoryview(stream)[position:end]))
+            count = end - position
+        position += count
+        assert reader.buffered <= len(stream) - sum(len(f.payload) + 5 for f in got)
+    assert [(f.kind, bytes(f.payload), f.number) for f in got] == [
+        (FrameKind(k), p, n) for n, (k, p) in enumerate(frames, 1)]
+    assert reader.buffered == 0 and reader.into() is None
+
+
+def test_direct_read_keeps_the_frame_for_take_buffered():
+    """The part of a large frame read so far is still "buffered" output."""
+    data = protocol.encode(FrameKind.STDOUT, b"x" * 1000)
+    reader = FrameReader(direct=100)
+    assert reader.feed(data[:300]) == [] and reader.into() is not None
+    assert reader.buffered == 300
+    assert reader.take_buffered() == data[:300] and reader.buffered == 0
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=2000))
 def test_random_bytes_give_frames_or_frame_error_only(data):

@@ -224,3 +224,157 @@ def test_keys_from_ssh_agent_are_used(sshd, tmp_path, monkeypatch):
     finally:
         agent.terminate()
         agent.wait(timeout=10)
+
+
+# -- known_hosts as OpenSSH reads it (markers, patterns, hashes) ----------------------
+
+def other_key(tmp_path, name="other") -> str:
+    """``type base64`` of a freshly generated key that is not the server's."""
+    path = tmp_path / name
+    generate_key(str(path))
+    return " ".join((tmp_path / f"{name}.pub").read_text().split()[:2])
+
+
+def connect_with(tmp_path, sshd, known_hosts_text: str, extra: str = ""):
+    known = tmp_path / "known_hosts_under_test"
+    known.write_text(known_hosts_text)
+    return connect(settings_for("target", write_config(tmp_path, sshd, known_hosts=str(known),
+                                                       extra=extra)))
+
+
+def test_markers_and_junk_for_other_hosts_do_not_break_plain_keys_issue_11(sshd, tmp_path):
+    """@cert-authority and @revoked lines, unknown markers and malformed lines for other
+    hosts are skipped (paramiko's own parser crashed on them); the plain key works."""
+    other = other_key(tmp_path)
+    text = (f"# comment\n\n"
+            f"@cert-authority *.example.com {other}\n"
+            f"@revoked old.example.com {other}\n"
+            f"@unknown-marker {sshd.known_hosts_entry()}\n"
+            f"@revoked @cert-authority * {other}\n"
+            f"broken line\n"
+            f"bad.example.com ssh-ed25519 not-base64!\n"
+            f"odd.example.com ssh-unknown-type AAAA\n"
+            f"  {sshd.known_hosts_entry()} trailing comment\n")
+    connect_with(tmp_path, sshd, text).close()
+
+
+@pytest.mark.parametrize("policy", ["yes", "accept-new", "no"])
+def test_revoked_host_key_is_refused_whatever_the_policy(sshd, tmp_path, policy):
+    """A server key marked @revoked (for a pattern matching the host) is refused with
+    REVOKED HOST KEY naming the file and line, even next to a plain entry for it."""
+    text = f"{sshd.known_hosts_entry()}\n@revoked * {sshd.host_key_line}\n"
+    with pytest.raises(HostKeyError, match=r"REVOKED HOST KEY.*known_hosts_under_test:2"):
+        connect_with(tmp_path, sshd, text, extra=f"    StrictHostKeyChecking {policy}\n")
+
+
+@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="no ssh-keygen")
+def test_hashed_entries_made_by_ssh_keygen_match(sshd, tmp_path):
+    """A known_hosts file hashed by ``ssh-keygen -H`` (HashKnownHosts) still matches."""
+    import subprocess
+
+    known = tmp_path / "hashed_known_hosts"
+    known.write_text(sshd.known_hosts_entry() + "\n")
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(known)], check=True, timeout=30,
+                   capture_output=True)
+    assert known.read_text().startswith("|1|")
+    config = write_config(tmp_path, sshd, known_hosts=str(known))
+    connect(settings_for("target", config)).close()
+
+
+def test_patterns_wildcards_and_negation(sshd, tmp_path):
+    """Wildcards match the [host]:port name; a negated pattern wins over a positive one."""
+    wildcard = f"[{sshd.address}]:* {sshd.host_key_line}\n"
+    connect_with(tmp_path, sshd, wildcard).close()
+    negated = f"*,![{sshd.address}]:{sshd.port} {sshd.host_key_line}\n"
+    with pytest.raises(HostKeyError, match="is not known"):
+        connect_with(tmp_path, sshd, negated)
+
+
+def test_cert_authority_is_not_a_host_key(sshd, tmp_path):
+    """A @cert-authority line for the host does not make its key known (it signs host
+    certificates); the error says so."""
+    text = f"@cert-authority [{sshd.address}]:{sshd.port} {sshd.host_key_line}\n"
+    with pytest.raises(HostKeyError, match="is not known.*@cert-authority"):
+        connect_with(tmp_path, sshd, text)
+
+
+def test_a_fifo_named_as_known_hosts_is_skipped_not_read(sshd, tmp_path):
+    """A FIFO (or device) given as a known_hosts file is skipped at once, with a
+    warning, not read forever; the next file still counts."""
+    import time
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(str(fifo))
+    real = tmp_path / "kh"
+    real.write_text(sshd.known_hosts_entry() + "\n")
+    config = write_config(tmp_path, sshd, known_hosts=f"{fifo} {real}")
+    started = time.monotonic()
+    connect(settings_for("target", config)).close()
+    assert time.monotonic() - started < 10
+
+
+# -- private keys as OpenSSH loads them -----------------------------------------------
+
+def copy_key(sshd, tmp_path, mode: int) -> str:
+    path = tmp_path / f"client_key_{mode:o}"
+    shutil.copyfile(sshd.key_path, path)
+    os.chmod(path, mode)
+    return str(path)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660], ids=lambda mode: f"{mode:o}")
+def test_private_key_others_can_read_is_refused_issue_11(sshd, tmp_path, mode):
+    """A key file of this user with any group or other permission is ignored, as
+    OpenSSH ignores it; the error says UNPROTECTED PRIVATE KEY FILE and the mode."""
+    key = copy_key(sshd, tmp_path, mode)
+    config = write_config(tmp_path, sshd, key_path=key)
+    with pytest.raises(AuthenticationError,
+                       match=rf"UNPROTECTED PRIVATE KEY FILE: permissions 0{mode:o}"):
+        connect(settings_for("target", config))
+
+
+def test_private_key_mode_600_and_400_are_used(sshd, tmp_path):
+    """Owner-only keys (0600, 0400) log in."""
+    for mode in (0o600, 0o400):
+        config = write_config(tmp_path, sshd, key_path=copy_key(sshd, tmp_path, mode))
+        connect(settings_for("target", config)).close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the key another owner")
+def test_private_key_of_another_owner_is_not_checked(sshd, tmp_path):
+    """As sshkey_perm_ok(): only a key owned by this user is checked for its mode."""
+    key = copy_key(sshd, tmp_path, 0o644)
+    os.chown(key, 65534, 65534)
+    connect(settings_for("target", write_config(tmp_path, sshd, key_path=key))).close()
+
+
+def test_silent_port_puts_the_banner_timeout_in_the_error_not_on_stderr(tmp_path):
+    """A port that accepts and never speaks SSH gives ConnectTimeout whose message
+    says so; paramiko's banner traceback is not printed (run with no logging set up,
+    as a user's script would be)."""
+    import subprocess
+    import sys
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    config = tmp_path / "config"
+    config.write_text(f"Host mute\n HostName 127.0.0.1\n Port {port}\n ConnectTimeout 1\n"
+                      f" UserKnownHostsFile /dev/null\n GlobalKnownHostsFile /dev/null\n")
+    script = ("from sshpipe.transport import connect, settings_for\n"
+              "from sshpipe.errors import ConnectTimeout\n"
+              "try:\n"
+              f"    connect(settings_for('mute', {str(config)!r}))\n"
+              "except ConnectTimeout as exc:\n"
+              "    print('CAUGHT', exc, '|', repr(exc.__cause__))\n")
+    try:
+        run_result = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                                    text=True, timeout=60,
+                                    env={**os.environ, "PYTHONPATH": os.getcwd()})
+    finally:
+        listener.close()
+    assert run_result.stdout.startswith("CAUGHT mute: SSH handshake with"), run_result
+    assert "timed out after 1 s" in run_result.stdout
+    assert "banner" in run_result.stdout.lower()
+    assert run_result.stderr == "", run_result.stderr

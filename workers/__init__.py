@@ -1,12 +1,17 @@
 """workers: remote tasks and a futures executor over many SSH hosts.
 
-Layering: ``task``, ``agent``, ``_worker`` and ``errors`` are stdlib-only and are
-shipped to remote hosts (``modules=["workers"]``), where ``agent`` runs inside an
-sshpipe agent and ``_worker`` in its worker processes; ``_scheduler`` is pure
-logic; ``executor`` (with ``_hosts``, ``_future``, ``_progress``) builds on
-:class:`sshpipe.SSHPipe`.
+Layering:
+
+- remote side, stdlib-only, shipped to the hosts (``modules=["workers"]``):
+  ``worker_agent`` (the sshpipe handler), ``_pool`` (its worker processes),
+  ``_worker`` (one worker process), ``_link`` (the framed socket between them),
+  ``task`` (a call, serialized once);
+- caller side: ``executor`` (the Executor API and the scheduling policy),
+  ``_hostlink`` (one host's pipe and threads), ``_scheduler`` (pure logic:
+  slots and queues), ``_future``, ``_hosts``, ``_progress``, ``errors``.
+
 This module only re-exports public names, lazily, so that a remote worker that
-imports ``workers.agent`` never imports paramiko.
+imports ``workers.worker_agent`` never imports paramiko.
 """
 from __future__ import annotations
 
@@ -16,12 +21,14 @@ from sshpipe._lazy import lazy_exports
 _EXPORTS = {
     "BrokenHostPool": "errors",
     "HostLostError": "errors",
-    "HostState": "_hosts",
+    "HostState": "_hostlink",
+    "ResultLoadError": "errors",
     "SSHExecutor": "executor",
     "Task": "task",
     "TaskFuture": "_future",
+    "TaskLoadError": "errors",
     "TaskTimeoutError": "errors",
-    "WorkerAgent": "agent",
+    "WorkerAgent": "worker_agent",
     "WorkerDiedError": "errors",
 }
 

@@ -4,50 +4,57 @@
 
      caller process                                                    host "a" (and b, c ...)
     +-----------------------------------------------------------+
-    | submit()/map(): Task (serialized once) -> _WorkItem       |
+    | SSHExecutor (the API; holds the _Core, nothing holds it)   |
+    |   submit()/map(): Task (serialized once) -> _WorkItem      |
     |        |                                                   |
-    |        v            under the executor lock                |
+    |        v            _Core, under its lock                  |
     |   Scheduler: waiting queue (+ per-host pinned queues),     |
-    |   in flight per host, free slots  --assign()-->            |
-    |        |                                                   |
-    |        v  host.outbox (its own lock): ("run", item),       |
-    |           ("cancel", tid), in order                        |
-    |   sender thread (one per host): drains the outbox,         |  SSH   +-----------------+
-    |     SSHPipe.send(("run", [every queued task]))  ===========|======> | WorkerAgent     |
-    |     SSHPipe.send(("cancel", tid))                          |        |  pool thread    |
-    |                                                            |        |  N worker procs |
-    |   reader thread (one per host): SSHPipe.recv()  <==========|======= |                 |
-    |     ready / started / done / cancelled / timeout / died    |        +-----------------+
-    |     -> Scheduler.release(), future.set_result()/...        |
-    |     -> assign() the freed slots                            |
-    |     on EOFError / PipeBroken: host lost -> requeue/fail    |
+    |   in flight per host (count and bytes), free slots         |
+    |        |  assign()                                         |
+    |        v                                                   |
+    |   HostLink (workers._hostlink), one per host:              |  SSH   +-----------------+
+    |     outbox -> sender thread -> SSHPipe.send  ==============|======> | WorkerAgent     |
+    |     reader thread <- SSHPipe.recv  <=======================|======= |  pool, workers  |
+    |        | events: ready / started / done / out / cancelled  |        +-----------------+
+    |        v         / timeout / died / broken; the pipe's end  |
+    |   _Core.on_events / on_end: resolve futures, free slots,   |
+    |   assign the freed slots; host lost -> requeue / fail      |
     +-----------------------------------------------------------+
 
 Actors:
 
 - **Callers** of :meth:`SSHExecutor.submit` and :meth:`SSHExecutor.map` build a
   :class:`~workers.Task` (serialized here, once), queue a work item in the
-  :class:`~workers._scheduler.Scheduler`, assign what fits to hosts and put it
-  in each host's outbox.
-- One **sender thread per host** sends its outbox: all the tasks queued since
-  its last send go as one message, so a burst of ``submit()`` calls costs a few
-  frames, not one each; a cancel follows the task's own "run", never precedes it.
-- One **reader thread per host** reads that host's replies. It resolves futures,
-  frees slots, tunes how many tasks the host may hold (``prefetch``: enough to
-  cover a round trip for tasks of its observed length) and hands waiting work to
-  the freed slots. When the pipe ends it declares the host lost: each task the
-  host held is requeued for another host (if it provably never started, or has
-  retries left) or fails with :class:`~workers.HostLostError`. When no host is
-  left the executor is broken: every unresolved future fails with one
+  :class:`~workers._scheduler.Scheduler`, assign what fits to hosts and post it
+  to each host's link. A host that held nothing gets a lone task straight from
+  the submitting thread (no hop through its sender thread).
+- Each host's **link** (:mod:`workers._hostlink`) sends its outbox in batches and
+  reads its replies in its reader thread, which calls the core's
+  :meth:`_Core.on_events` and, when the pipe ends, :meth:`_Core.on_end`. Those
+  resolve futures, free slots, tune how many tasks the host may hold
+  (``prefetch``: enough to cover a round trip for tasks of its observed length)
+  and post waiting work to the freed slots; they never send themselves, so a
+  reader never waits on its host's send direction. When a host is lost each
+  task it held is requeued for another host (if it provably never started, or
+  has retries left) or fails with :class:`~workers.HostLostError`. When no host
+  is left the executor is broken: every unresolved future fails with one
   :class:`~workers.BrokenHostPool`.
-- :meth:`TaskFuture.cancel` on a running task posts a cancel to its host, whose
-  agent has the worker process running it end (and replaces it).
+- :meth:`TaskFuture.cancel` calls the core: a task still waiting here is
+  dropped; one on a host gets a cancel posted after its own "run", and the
+  host's agent drops it, or ends the worker process running it.
 
 State: a host is STARTING, READY, LOST or CLOSED (:class:`HostState`); the
 executor is open, shut down, or broken. Everything shared (scheduler, work
-items, host states, the broken error) is read and written under ``_lock``;
-futures are resolved and messages sent outside it, since both can run user code
-(callbacks) or block (a full send window).
+items, host records, the broken error) is read and written under the core's
+lock; futures are resolved and messages sent outside it, since both can run
+user code (callbacks) or block (a full send window).
+
+The SSHExecutor object holds the core, and nothing holds the SSHExecutor: the
+threads and futures refer to the core only. So an executor the program drops is
+collected, and its finalizer shuts it down (without waiting), as
+``concurrent.futures`` does. Pending work is never lost at exit: a hook run
+before the interpreter joins its threads (the one ``concurrent.futures`` uses)
+waits for every open executor's futures, then closes its hosts.
 
 A task started on a host that is lost may have had side effects, so it is run
 again only while it has retries; a task that was queued on the host but never
@@ -59,31 +66,41 @@ the link itself fails, every task the host held counts as started.
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import logging
 import math
-import platform
+import multiprocessing.context
+import os
+import sys
 import threading
 import time
-from concurrent.futures import Executor, Future, InvalidStateError
-from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set,
-                    Tuple, Union)
+import weakref
+from concurrent.futures import Executor, Future
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional,
+                    Sequence, Set, Tuple, Union)
 
-from sshpipe import serial
-from sshpipe.errors import (PipeBroken, PipeClosed, RemoteTraceback, SSHPipeError,
-                            VersionSkewError)
+from sshpipe import serial, trust
+from sshpipe._logwire import from_wire_all
+from sshpipe._startmany import START_PER_HOST, start_pipes
+from sshpipe.errors import RemoteTraceback, VersionSkewError
 from sshpipe.pipe import SSHPipe
 from workers._future import TaskFuture
-from workers._hosts import Host, HostSpec, HostState, parse_hosts
+from workers._hostlink import Entry, HostLink, HostState
+from workers._hosts import HostSpec, parse_hosts
 from workers._progress import ProgressBar
 from workers._scheduler import Scheduler
-from workers.agent import WorkerAgent
-from workers.errors import BrokenHostPool, HostLostError, TaskTimeoutError, WorkerDiedError
+from workers.errors import (BrokenHostPool, HostLostError, ResultLoadError, TaskLoadError,
+                            TaskTimeoutError, WorkerDiedError)
 from workers.task import Task, apply_chunk
+from workers.worker_agent import WorkerAgent
 
 __all__ = ["HostState", "SSHExecutor", "TaskFuture"]
 
 logger = logging.getLogger(__name__)
+# concurrent.futures reports an initializer that raised on its own logger, at
+# CRITICAL: so do we, for the logging setups written for ProcessPoolExecutor.
+_FUTURES_LOGGER = logging.getLogger("concurrent.futures")
 
 # How long shutdown() gives each agent to stop its workers and exit.
 CLOSE_TIMEOUT = 15.0
@@ -96,16 +113,67 @@ PIPELINE_SECONDS = 0.01
 MAX_PREFETCH_PER_SLOT = 128
 # Weight of the newest task in the moving average of a host's task run time.
 RUN_TIME_WEIGHT = 0.1
+# Bytes of task payloads a host holds at most (beyond its first task), queued in
+# its agent and workers: a burst of large tasks waits here, not in remote memory.
+HOST_BYTES = 64 << 20
 
-# The largest "run" message the sender makes of several tasks.
-MESSAGE_BYTES = 4 << 20
+_PIPE_OPTIONS = frozenset(inspect.signature(SSHPipe.__init__).parameters) - {"self", "host"}
 
-_LOCAL_PYTHON = platform.python_version()
+
+class _ExitGuard:
+    """Holds the interpreter's exit until every open executor's futures are done.
+
+    Its hook runs when the main thread ends, before the interpreter joins its
+    non-daemon threads and before ``atexit`` (which is where multiprocessing
+    kills daemon children, our pipes among them).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cores: "weakref.WeakSet[_Core]" = weakref.WeakSet()
+        self._hooked = False
+        self._pid = os.getpid()
+        self.exiting = False
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._forget_after_fork)
+
+    def _forget_after_fork(self) -> None:
+        """A forked child (an SSHPipe's, say) owns none of the parent's executors:
+        its exit must not wait for them."""
+        self._lock = threading.Lock()
+        self._cores = weakref.WeakSet()
+        self._pid = os.getpid()
+
+    def add(self, core: "_Core") -> None:
+        with self._lock:
+            self._cores.add(core)
+            if not self._hooked:
+                self._hooked = True
+                register = getattr(threading, "_register_atexit", None)
+                if register is not None:  # CPython 3.9+: what concurrent.futures uses
+                    register(self._at_exit)
+                else:  # pragma: no cover - other interpreters
+                    import atexit
+
+                    atexit.register(self._at_exit)
+
+    def _at_exit(self) -> None:
+        if os.getpid() != self._pid:
+            return  # inherited through fork: the hook is the parent's
+        self.exiting = True
+        with self._lock:
+            cores = list(self._cores)
+        for core in cores:
+            core.close(wait_timeout=None)
+
+
+_EXIT = _ExitGuard()
+
 
 class _WorkItem:
     """One task on its way: the future, the payloads, where it is."""
 
-    __slots__ = ("tid", "task", "future", "retries_left", "host", "started", "running")
+    __slots__ = ("tid", "task", "future", "retries_left", "host", "started")
 
     def __init__(self, tid: int, task: Task, future: TaskFuture, retries: int):
         self.tid = tid
@@ -114,8 +182,409 @@ class _WorkItem:
         self.retries_left = retries
         self.host: Optional[str] = None   # the host holding it now
         self.started = False              # its host reported it handed to a worker
-        self.running = False              # the future has been set running
 
+    @property
+    def size(self) -> int:
+        return len(self.task.fn_payload) + len(self.task.args_payload)
+
+
+class _Core:
+    """The executor's state and policy, shared with its threads (see the module
+    docstring); the public :class:`SSHExecutor` is a thin owner of it."""
+
+    def __init__(self, *, retries: int, prefetch: Optional[int],
+                 task_timeout: Optional[float], echo_output: bool):
+        self.retries = retries
+        self.prefetch = prefetch
+        self.task_timeout = task_timeout
+        self.echo_output = echo_output
+        self.lock = threading.Lock()
+        self.scheduler: Scheduler[_WorkItem] = Scheduler()
+        self.items: Dict[int, _WorkItem] = {}     # every unresolved item, by task id
+        self.ids = itertools.count(1)
+        self.shutdown = False
+        self.broken: Optional[BrokenHostPool] = None
+        self.idle = threading.Condition(self.lock)  # notified when items empties
+        self.links: Dict[str, HostLink] = {}
+        self.trust: Dict[str, trust.TrustPolicy] = {}  # per host: what its results may be
+        self._closing = False
+        self._closed = threading.Event()
+
+    # -- submitting -----------------------------------------------------------
+    def submit_tasks(self, tasks: Sequence[Task]) -> List[TaskFuture]:
+        failed: List[Tuple[_WorkItem, BaseException]] = []
+        futures = []
+        with self.lock:
+            if _EXIT.exiting:
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            if self.broken is not None:
+                raise self.broken
+            if self.shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            for task in tasks:
+                if task.host is not None and task.host not in self.links:
+                    raise ValueError(f"task pinned to host {task.host!r}, which is not one of "
+                                     f"{sorted(self.links)}")
+            for task in tasks:
+                tid = next(self.ids)
+                future = TaskFuture(tid, on_cancel=self.cancelled)
+                item = _WorkItem(tid, task, future,
+                                 self.retries if task.retries is None else task.retries)
+                self.items[tid] = item
+                futures.append(future)
+                if task.host is not None and task.host not in self.scheduler.hosts:
+                    link = self.links[task.host]
+                    failed.append((item, _lost_error(link, item, link.error)))
+                    continue
+                self.scheduler.push(tid, item, host=task.host, size=item.size)
+            batches, idle, refused = self._assign_locked()
+        for item, error in failed + refused:
+            self._finish(item, error=error)
+        self._post(batches, idle)
+        return futures
+
+    def cancelled(self, future: TaskFuture) -> None:
+        """A future was cancelled (by its owner): stop its task wherever it is."""
+        with self.lock:
+            item = self.items.get(future.task_id)
+            link: Optional[HostLink] = None
+            if item is not None:
+                if item.host is None:  # still waiting here
+                    self.scheduler.discard(item.tid)
+                    self._forget_locked(item)
+                else:
+                    link = self.links[item.host]
+        if link is not None and item is not None:
+            # The host confirms ("cancelled", or the result that won the race);
+            # the item holds its slot until then.
+            link.post_cancel(item.tid)
+        future.notify_cancelled()
+
+    # -- dispatch -----------------------------------------------------------
+    def _assign_locked(self) -> Tuple[Dict[str, List[_WorkItem]], Set[str],
+                                      List[Tuple[_WorkItem, BaseException]]]:
+        """Assign what fits; return the items by host, the hosts that held
+        nothing before, and the items refused (code for another Python)."""
+        batches: Dict[str, List[_WorkItem]] = {}
+        refused: List[Tuple[_WorkItem, BaseException]] = []
+        idle = {name for name, slots in self.scheduler.hosts.items() if not slots.inflight}
+        for host_name, tid, item in self.scheduler.assign():
+            if item.future.done():  # cancelled while it waited
+                self.scheduler.release(host_name, tid)
+                self._forget_locked(item)
+                continue
+            link = self.links[host_name]
+            skew = _version_skew(link, item)
+            if skew is not None:
+                self.scheduler.release(host_name, tid)
+                refused.append((item, skew))
+                continue
+            item.host = host_name
+            item.started = False
+            item.future.assign(host_name)
+            batches.setdefault(host_name, []).append(item)
+        return batches, idle, refused
+
+    def _post(self, batches: Dict[str, List[_WorkItem]], idle: Set[str],
+              direct: bool = True) -> None:
+        for host_name, items in batches.items():
+            self.links[host_name].post_runs(
+                [self._entry(item) for item in items], direct=direct and host_name in idle)
+
+    def _entry(self, item: _WorkItem) -> Entry:
+        return (item.tid, item.task.fn_payload, item.task.args_payload,
+                item.task.timeout or self.task_timeout)
+
+    def _pump(self) -> None:
+        """Hand waiting items to hosts with room (from a reader: never sends)."""
+        with self.lock:
+            batches, idle, refused = self._assign_locked()
+        for item, error in refused:
+            self._finish(item, error=error)
+        self._post(batches, idle, direct=False)
+
+    # -- replies (reader threads) ---------------------------------------------
+    def on_events(self, link: HostLink, events: List[Tuple[Any, ...]]) -> None:
+        resolved: List[Tuple[_WorkItem, str, Tuple[Any, ...]]] = []
+        output: List[Tuple[str, str]] = []
+        run_times: List[float] = []
+        init_failure: Optional[Tuple[Any, ...]] = None
+        with self.lock:
+            for event in events:
+                kind = event[0]
+                if kind == "ready":
+                    self._ready_locked(link, event[1])
+                elif kind == "started":
+                    slots = self.scheduler.hosts.get(link.name)
+                    for tid in event[1]:
+                        item = slots.inflight.get(tid) if slots is not None else None
+                        if item is not None:
+                            item.started = True
+                            item.future.mark_started(link.name)
+                elif kind == "out":
+                    output.append((event[2], event[3]))
+                elif kind == "broken":
+                    init_failure = event
+                    slots = self.scheduler.hosts.get(link.name)
+                    for tid in event[3]:
+                        item = slots.inflight.get(tid) if slots is not None else None
+                        if item is not None:
+                            item.started = False  # it never ran: free to go elsewhere
+                else:
+                    if kind == "done":
+                        run_times.append(event[6])
+                    item = self.scheduler.release(link.name, event[1])
+                    if item is not None:
+                        item.host = None
+                        resolved.append((item, kind, event))
+            if run_times and self.prefetch is None:
+                self._tune_prefetch(link, sum(run_times) / len(run_times))
+        if init_failure is not None:
+            self._initializer_failed(link, init_failure)
+        for stream, text in output:
+            _echo(stream, text)
+        for item, kind, event in resolved:
+            self._settle(link, item, kind, event)
+        with self.lock:
+            for item, _, _ in resolved:
+                self._forget_locked(item)
+        self._pump()
+
+    def _ready_locked(self, link: HostLink, info: Dict[str, Any]) -> None:
+        link.info = info
+        if link.state is HostState.STARTING:
+            link.state = HostState.READY
+            slots = int(info["slots"])
+            prefetch = slots if self.prefetch is None else self.prefetch  # tuned later
+            self.scheduler.add_host(link.name, slots, prefetch, HOST_BYTES)
+        link.ready.set()
+
+    def _initializer_failed(self, link: HostLink, event: Tuple[Any, ...]) -> None:
+        _, payload, tb, _ = event
+        try:
+            error = _load(payload, self.trust[link.name], link.name,
+                          "the initializer's exception")
+        except BaseException as exc:  # its exception cannot be loaded here: its text will do
+            error = RuntimeError(f"the initializer raised (its exception could not be "
+                                 f"loaded here: {exc!r})")
+        if isinstance(error, BaseException):
+            error.__cause__ = RemoteTraceback(f'\n"""\n[on {link.name}] {tb}"""')
+        lost = BrokenHostPool(f"{link.name}: the initializer raised {error!r}; the host "
+                              f"takes no tasks", link.name)
+        lost.__cause__ = error if isinstance(error, BaseException) else None
+        with self.lock:
+            link.error = lost
+            link.init_failed = True
+        _FUTURES_LOGGER.critical("Exception in initializer on %s:\n%s", link.name, tb)
+
+    def _tune_prefetch(self, link: HostLink, seconds: float) -> None:
+        """Keep enough tasks on the host to cover a round trip: many for tasks of
+        microseconds, one extra per slot for tasks of 10 ms and more."""
+        link.run_time = seconds if link.run_time is None else (
+            link.run_time * (1 - RUN_TIME_WEIGHT) + seconds * RUN_TIME_WEIGHT)
+        per_slot = min(MAX_PREFETCH_PER_SLOT,
+                       max(1, math.ceil(PIPELINE_SECONDS / max(link.run_time, 1e-6))))
+        slots = self.scheduler.hosts.get(link.name)
+        if slots is not None:
+            slots.capacity = slots.slots * (1 + per_slot)
+
+    def _settle(self, link: HostLink, item: _WorkItem, kind: str, event: Tuple[Any, ...]) -> None:
+        """Resolve a future from its host's event (outside the lock)."""
+        name = item.task.name
+        if kind == "done":
+            _, tid, ok, payload, tb, records, _seconds = event
+            item.future.logs = from_wire_all(records, link.name)
+            try:
+                value = _load(payload, self.trust[link.name], link.name,
+                              f"the {'result' if ok is True else 'exception'} of task {tid} "
+                              f"({name})", tid)
+            except BaseException as exc:  # SystemExit too: it must not end this thread
+                what = "result" if ok is True else "exception"
+                error = ResultLoadError(f"{link.name}: the {what} of task {tid} ({name}) "
+                                        f"could not be loaded here: {exc!r}", link.name)
+                error.__cause__ = exc
+                self._resolve(item, error=error)
+                return
+            if ok is True:
+                self._resolve(item, result=value)
+                return
+            if isinstance(value, BaseException) and tb:
+                value.__cause__ = RemoteTraceback(f'\n"""\n[on {link.name}] {tb}"""')
+            if ok == "load":
+                load_error = TaskLoadError(f"{link.name}: task {tid} ({name}) could not be "
+                                           f"loaded in the worker: {value!r}", link.name)
+                load_error.__cause__ = value if isinstance(value, BaseException) else None
+                self._resolve(item, error=load_error)
+            else:
+                self._resolve(item, error=value if isinstance(value, BaseException) else
+                              RuntimeError(f"task {tid} raised a non-exception: {value!r}"))
+        elif kind == "cancelled":
+            # Cancelled by us (the future is already done) or dropped on arrival.
+            item.future.cancel()
+        elif kind == "timeout":
+            seconds, records = event[2], event[3]
+            item.future.logs = from_wire_all(records, link.name)
+            self._resolve(item, error=TaskTimeoutError(
+                f"{link.name}: task {item.tid} ({name}) ran past its timeout of "
+                f"{seconds:g} s; its worker process was ended", link.name, seconds))
+        elif kind == "died":
+            exitcode, records = event[2], event[3]
+            item.future.logs = from_wire_all(records, link.name)
+            self._resolve(item, error=WorkerDiedError(
+                f"{link.name}: the worker process running task {item.tid} ({name}) "
+                f"died (exit code {exitcode})", link.name, exitcode))
+
+    @staticmethod
+    def _resolve(item: _WorkItem, result: Any = None,
+                 error: Optional[BaseException] = None) -> None:
+        """Resolve the item's future (outside the lock: callbacks run here). The
+        caller forgets the item."""
+        try:
+            if error is not None:
+                item.future.settle_exception(error)
+            else:
+                item.future.settle_result(result)
+        except BaseException:  # a done callback's SystemExit: this thread goes on
+            logger.exception("task %d: a done callback raised", item.tid)
+
+    def _finish(self, item: _WorkItem, result: Any = None,
+                error: Optional[BaseException] = None) -> None:
+        """Resolve and forget one item."""
+        self._resolve(item, result, error)
+        with self.lock:
+            self._forget_locked(item)
+
+    def _forget_locked(self, item: _WorkItem) -> None:
+        if self.items.pop(item.tid, None) is not None and not self.items:
+            self.idle.notify_all()
+
+    def on_unsendable(self, link: HostLink, tids: Sequence[int], error: BaseException) -> None:
+        """Tasks the host's pipe refused (too large for it, say): they fail."""
+        items = []
+        with self.lock:
+            for tid in tids:
+                item = self.scheduler.release(link.name, tid)
+                if item is not None:
+                    item.host = None
+                    items.append(item)
+        for item in items:
+            self._resolve(item, error=error)
+        with self.lock:
+            for item in items:
+                self._forget_locked(item)
+        self._pump()
+
+    # -- hosts ending -----------------------------------------------------------
+    def on_end(self, link: HostLink, cause: Optional[BaseException], clean: bool) -> None:
+        """The host's pipe ended: requeue or fail what it held."""
+        failed: List[Tuple[_WorkItem, BaseException]] = []
+        with self.lock:
+            if link.state is HostState.CLOSED:
+                self.scheduler.remove_host(link.name)
+                return
+            was_starting = link.state is HostState.STARTING
+            link.state = HostState.LOST
+            if link.error is None:  # an initializer failure says more than the end
+                link.error = cause
+            cause = link.error
+            inflight, pinned = self.scheduler.remove_host(link.name)
+            requeued = 0
+            for _tid, item in sorted(inflight.items(), reverse=True):
+                item.host = None
+                if item.future.done():  # cancelled while it ran there
+                    self._forget_locked(item)
+                    continue
+                if clean and not item.started:
+                    self._requeue(item)
+                    requeued += 1
+                elif item.retries_left > 0 and item.task.host is None:
+                    item.retries_left -= 1
+                    item.future.retries_used += 1
+                    self._requeue(item)
+                    requeued += 1
+                else:
+                    failed.append((item, _lost_error(link, item, cause)))
+            for _tid, item in pinned:
+                failed.append((item, _lost_error(link, item, cause)))
+            if not was_starting and not self.shutdown:
+                logger.warning("%s: host lost (%s); %d tasks requeued, %d failed", link.name,
+                               cause, requeued, len(failed))
+            if not any(h.state in (HostState.READY, HostState.STARTING)
+                       for h in self.links.values()):
+                failed.extend(self._break_locked(cause))
+        for item, error in failed:
+            self._resolve(item, error=error)
+        with self.lock:
+            for item, _ in failed:
+                self._forget_locked(item)
+        self._pump()
+
+    def _requeue(self, item: _WorkItem) -> None:
+        item.started = False
+        try:
+            self.scheduler.push(item.tid, item, host=item.task.host, front=True, size=item.size)
+        except KeyError:
+            pass  # its pinned host is gone: the caller fails it
+
+    def _break_locked(self, cause: Optional[BaseException]
+                      ) -> List[Tuple[_WorkItem, BaseException]]:
+        """No host left: the executor is broken; every unresolved item fails."""
+        if self.broken is None:
+            self.broken = BrokenHostPool("every host of the executor is lost: " + "; ".join(
+                f"{h.name}: {h.error}" for h in self.links.values()))
+            self.broken.__cause__ = cause
+            if not self.shutdown:
+                logger.error("%s", self.broken)
+        self.scheduler.take_waiting()
+        return [(item, self.broken) for item in self.items.values() if not item.future.done()]
+
+    # -- shutting down ----------------------------------------------------------
+    def begin_shutdown(self, cancel_futures: bool) -> None:
+        with self.lock:
+            self.shutdown = True
+            waiting = self.scheduler.take_waiting() if cancel_futures else []
+        for _, item in waiting:
+            item.future.cancel()  # its hook finds it no longer queued
+            with self.lock:
+                self._forget_locked(item)
+
+    def close(self, wait_timeout: Optional[float]) -> bool:
+        """Once every future is resolved (within ``wait_timeout``), close the hosts.
+        Returns False if the futures were not done in time (nothing closed)."""
+        deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
+        with self.lock:
+            self.shutdown = True
+            while self.items:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self.idle.wait(remaining)
+            first = not self._closing
+            self._closing = True
+            links = list(self.links.values())
+            if first:
+                for link in links:
+                    if link.state in (HostState.READY, HostState.STARTING):
+                        link.state = HostState.CLOSED
+        if not first:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            return self._closed.wait(remaining)
+        closers = [threading.Thread(target=link.close, args=(CLOSE_TIMEOUT,),
+                                    name=f"workers-close-{link.name}", daemon=True)
+                   for link in links]
+        for thread in closers:
+            thread.start()
+        for thread in closers:
+            thread.join(CLOSE_TIMEOUT * 2 + 10)
+        self._closed.set()
+        return True
+
+    def close_later(self) -> None:
+        """Close once idle, from a thread of its own (shutdown(wait=False), or the
+        executor was garbage-collected)."""
+        self.begin_shutdown(cancel_futures=False)
+        threading.Thread(target=self.close, args=(None,), name="workers-shutdown",
+                         daemon=True).start()
 
 
 class SSHExecutor(Executor):
@@ -136,7 +605,7 @@ class SSHExecutor(Executor):
         retries: how many times a task is resubmitted when the host running it
             is lost (per task with :meth:`Task.options`).
         prefetch: tasks queued on a host beyond its slots, so a worker finds
-            its next task there (default: as many as the host's slots).
+            its next task there (default: tuned to the tasks' run time).
         task_timeout: default per-task timeout in seconds (None: no limit).
         python: the remote interpreter (default ``python3``).
         modules: local modules the tasks need that the remotes lack; their
@@ -145,11 +614,32 @@ class SSHExecutor(Executor):
             ServerAliveCountMax silent ones (default: the config's
             ServerAliveInterval, else 10).
         log_level: the level from which tasks' log records are sent back.
-        ready_timeout: seconds each host gets to start.
+        ready_timeout: seconds the hosts get to start, all together.
+        initializer, initargs: every remote worker process calls
+            ``initializer(*initargs)`` once, before its first task (to open a
+            database connection, say). If it raises, its host takes no tasks:
+            the tasks it held go to other hosts, and with no host left every
+            future fails with :class:`~workers.BrokenHostPool`, the
+            initializer's exception (and remote traceback) chained.
+        max_tasks_per_child: tasks a remote worker process runs before a fresh
+            one replaces it (None: no limit).
+        mp_context: the ``multiprocessing`` context whose start method starts
+            the local SSHPipe processes (default: the global one).
+        echo_output: what tasks print (``sys.stdout``, ``sys.stderr``) is
+            printed here, as a ProcessPoolExecutor's workers would on a shared
+            terminal; False leaves it in each host's agent output.
+        trust_remote: what the hosts' results, exceptions and log records may
+            make this process build (see :mod:`sshpipe.trust`; per host too):
+            False (default) plain data, stdlib values, exceptions and enums; a
+            list adds classes, functions and modules; True trusts the hosts to
+            run code here.
         **pipe_options: other :class:`~sshpipe.SSHPipe` arguments (``env``,
             ``cwd``, ``connect_timeout``, ``identity_file`` ...), for every host.
 
     Raises:
+        TypeError: an argument neither the executor nor SSHPipe takes.
+        ValueError: an argument out of range, or one SSHPipe refuses (an
+            invalid ``env`` name ...); the host is named, the cause chained.
         BrokenHostPool: no host could be started; the first failure is chained.
     """
 
@@ -158,489 +648,134 @@ class SSHExecutor(Executor):
                  prefetch: Optional[int] = None, task_timeout: Optional[float] = None,
                  python: str = "python3", modules: Sequence[str] = (),
                  heartbeat: Optional[float] = None, log_level: int = logging.INFO,
-                 ready_timeout: float = 60.0, **pipe_options: Any):
+                 ready_timeout: float = 60.0,
+                 initializer: Optional[Callable[..., Any]] = None, initargs: Tuple[Any, ...] = (),
+                 max_tasks_per_child: Optional[int] = None,
+                 mp_context: Optional[multiprocessing.context.BaseContext] = None,
+                 echo_output: bool = True, trust_remote: trust.TrustRemote = False,
+                 **pipe_options: Any):
         if retries < 0:
             raise ValueError(f"retries must be 0 or more, not {retries}")
         if slots is not None and slots < 1:
             raise ValueError(f"slots must be at least 1, not {slots}")
         if task_timeout is not None and task_timeout <= 0:
             raise ValueError(f"task_timeout must be positive, not {task_timeout}")
+        if max_tasks_per_child is not None and (
+                not isinstance(max_tasks_per_child, int) or max_tasks_per_child < 1):
+            raise ValueError(f"max_tasks_per_child must be an int of at least 1, not "
+                             f"{max_tasks_per_child!r}")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        _check_pipe_options(pipe_options)
+        if isinstance(hosts, str):
+            raise TypeError(f"hosts is a list of hosts, not the string {hosts!r}")
         self.retries = retries
         self.prefetch = prefetch
         self.task_timeout = task_timeout
         self.ready_timeout = ready_timeout
-        self._log_level = log_level
-        self._lock = threading.Lock()
-        self._scheduler: Scheduler[_WorkItem] = Scheduler()
-        self._items: Dict[int, _WorkItem] = {}     # every unresolved item, by task id
-        self._ids = itertools.count(1)
-        self._shutdown = False
-        self._broken: Optional[BrokenHostPool] = None
-        self._idle = threading.Condition(self._lock)  # notified when _items empties
-        self._hosts: Dict[str, Host] = {}
+        handler_kwargs: Dict[str, Any] = {"log_level": log_level, "echo": echo_output,
+                                          "max_tasks_per_child": max_tasks_per_child}
+        if initializer is not None:
+            handler_kwargs["initializer"] = serial.dumps((initializer, tuple(initargs)))
+        core = _Core(retries=retries, prefetch=prefetch, task_timeout=task_timeout,
+                     echo_output=echo_output)
         defaults = {"config": config, "python": python, "heartbeat": heartbeat,
-                    "ready_timeout": ready_timeout, **pipe_options}
+                    "ready_timeout": ready_timeout, "trust_remote": trust_remote, **pipe_options}
+        if mp_context is not None:
+            defaults["mp_context"] = mp_context
         all_modules = ["workers"] + [m for m in modules if m != "workers"]
+        pipes: Dict[str, SSHPipe] = {}
         for name, address, options in parse_hosts(hosts):
             host_slots = options.pop("slots", slots)
+            _check_pipe_options(options, name)
             merged = {**defaults, **options}
             merged["modules"] = all_modules + list(merged.pop("modules", ()) or ())
-            self._hosts[name] = Host(name, address, host_slots, merged)
-        self._start_hosts()
+            try:
+                pipes[name] = SSHPipe(address, handler=WorkerAgent,
+                                      handler_kwargs={"slots": host_slots, **handler_kwargs},
+                                      name=f"workers-{name}", **merged)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"host {name!r}: {exc}") from exc
+            core.links[name] = HostLink(name, pipes[name], core)
+            core.trust[name] = trust.policy_for(merged["trust_remote"])
+        self._core = core
+        _EXIT.add(core)
+        # Dropped without shutdown(): close once idle. Not at exit, where the
+        # exit guard has closed everything already.
+        # (typeshed gives finalize both `__slots__ = ()` and `atexit: bool`; at
+        # run time atexit is a settable property)
+        weakref.finalize(self, core.close_later).atexit = False  # type: ignore[misc]
+        self._start(pipes)
 
-    # -- hosts ------------------------------------------------------------
-    def _start_hosts(self) -> None:
-        starters = [threading.Thread(target=self._start_host, args=(host,),
-                                     name=f"workers-start-{host.name}", daemon=True)
-                    for host in self._hosts.values()]
-        for thread in starters:
-            thread.start()
-        deadline = time.monotonic() + self.ready_timeout + 30.0
-        for host in self._hosts.values():
-            host.ready.wait(max(0.0, deadline - time.monotonic()))
-        for thread in starters:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        failures = []
-        with self._lock:
-            for host in self._hosts.values():
-                if host.state is HostState.STARTING:
-                    host.state = HostState.LOST
-                    host.error = TimeoutError(f"{host.name}: the worker agent was not ready "
-                                              f"within {self.ready_timeout:g} s")
-                if host.state is HostState.LOST:
-                    failures.append(host)
-            ready = [h for h in self._hosts.values() if h.state is HostState.READY]
-        for host in failures:
-            logger.warning("%s: not started: %s", host.name, host.error)
-            if host.pipe is not None:
-                host.pipe.kill()
+    def _start(self, pipes: Mapping[str, SSHPipe]) -> None:
+        core = self._core
+
+        def then(name: str, pipe: SSHPipe, deadline: Optional[float]) -> None:
+            core.links[name].start(deadline)
+
+        # At most START_PER_HOST connect to one address at once (sshd's MaxStartups).
+        errors = start_pipes(pipes, self.ready_timeout, per_host=START_PER_HOST, then=then,
+                             thread_prefix="workers-start")
+        with core.lock:
+            for name, error in errors.items():
+                link = core.links[name]
+                if link.state is HostState.STARTING:
+                    link.state = HostState.LOST
+                    link.error = link.error or error
+            # A host whose initializer raised did start: its futures and the
+            # executor's state tell that error, not the constructor.
+            ready = [link for link in core.links.values()
+                     if link.state is HostState.READY or link.init_failed]
+            failures = [link for link in core.links.values()
+                        if link.state is HostState.LOST and not link.init_failed]
+        for link in failures:
+            logger.warning("not started: %s", _naming_host(link.name, link.error))
+            link.kill()
         if not ready:
-            self.shutdown(wait=False)
+            core.close_later()
             error = BrokenHostPool("no host could be started: " + "; ".join(
-                f"{h.name}: {h.error}" for h in failures))
-            raise error from failures[0].error
-
-    def _start_host(self, host: Host) -> None:
-        """Starter thread: open the pipe, start the reader, say hello."""
-        options = dict(host.pipe_options)
-        pipe = SSHPipe(host.address, handler=WorkerAgent,
-                       handler_kwargs={"slots": host.slots, "log_level": self._log_level},
-                       name=f"workers-{host.name}", **options)
-        host.pipe = pipe
-        try:
-            pipe.start()
-            pipe.send(("hello", {}))
-        except (SSHPipeError, OSError, ValueError) as exc:
-            with self._lock:
-                host.state = HostState.LOST
-                host.error = exc
-            host.ready.set()
-            return
-        host.reader = threading.Thread(target=self._read_host, args=(host,),
-                                       name=f"workers-reader-{host.name}", daemon=True)
-        host.reader.start()
-        host.sender = threading.Thread(target=self._send_loop, args=(host,),
-                                       name=f"workers-sender-{host.name}", daemon=True)
-        host.sender.start()
-
-    def _read_host(self, host: Host) -> None:
-        """Reader thread: the host's replies, until its pipe ends."""
-        pipe = host.pipe
-        assert pipe is not None
-        clean = False
-        cause: Optional[BaseException] = None
-        while True:
-            try:
-                events = pipe.recv()
-            except EOFError:
-                clean = True
-                break
-            except (PipeBroken, PipeClosed) as exc:
-                # recv() raises "the pipe is broken" from what broke it: keep the latter.
-                cause = exc.__cause__ if isinstance(exc.__cause__, SSHPipeError) else exc
-                break
-            self._on_events(host, events)
-        if clean:
-            try:
-                response = pipe.response(timeout=5.0)
-                cause = PipeBroken(f"{host.name}: the worker agent ended ({response.reason or 'no reason given'}"
-                                   f", exit status {response.exitcode})"
-                                   + (f"; remote stderr: {response.stderr.strip()[-500:]}"
-                                      if response.stderr.strip() else ""))
-            except (SSHPipeError, TimeoutError) as exc:
-                cause = exc
-        self._host_ended(host, cause, clean)
-
-    def _host_ended(self, host: Host, cause: Optional[BaseException], clean: bool) -> None:
-        """The host's pipe ended: requeue or fail what it held."""
-        failed: List[Tuple[_WorkItem, BaseException]] = []
-        with self._lock:
-            if host.state is HostState.CLOSED:
-                self._scheduler.remove_host(host.name)
-                host.ready.set()
-                return
-            was_starting = host.state is HostState.STARTING
-            host.state = HostState.LOST
-            host.error = cause
-            host.ready.set()
-            inflight, pinned = self._scheduler.remove_host(host.name)
-            requeued = 0
-            for tid, item in sorted(inflight.items(), reverse=True):
-                item.host = None
-                if item.future.done():  # cancelled while it ran there
-                    self._items.pop(tid, None)
-                    continue
-                if clean and not item.started:
-                    self._requeue(item)
-                    requeued += 1
-                elif item.retries_left > 0 and item.task.host is None:
-                    item.retries_left -= 1
-                    item.future.retries_used += 1
-                    self._requeue(item)
-                    requeued += 1
-                else:
-                    failed.append((item, self._lost_error(host, item, cause)))
-            for tid, item in pinned:
-                failed.append((item, self._lost_error(host, item, cause)))
-            if not was_starting:
-                logger.warning("%s: host lost (%s); %d tasks requeued, %d failed", host.name,
-                               cause, requeued, len(failed))
-            if not self._shutdown and not any(
-                    h.state in (HostState.READY, HostState.STARTING) for h in self._hosts.values()):
-                failed.extend(self._break_locked(cause))
-        for item, error in failed:
-            self._resolve(item, error=error)
-        self._pump()
-
-    def _requeue(self, item: _WorkItem) -> None:
-        item.started = False
-        try:
-            self._scheduler.push(item.tid, item, host=item.task.host, front=True)
-        except KeyError:
-            pass  # its pinned host is gone: the caller fails it
-
-    @staticmethod
-    def _lost_error(host: Host, item: _WorkItem, cause: Optional[BaseException]) -> HostLostError:
-        what = "while running" if item.started else "while holding"
-        error = HostLostError(f"{host.name}: host lost {what} task {item.tid} ({item.task.name}): "
-                              f"{cause}", host.name)
-        error.__cause__ = cause
-        return error
-
-    def _break_locked(self, cause: Optional[BaseException]) -> List[Tuple[_WorkItem, BaseException]]:
-        """No host left: the executor is broken; every unresolved item fails."""
-        if self._broken is None:
-            self._broken = BrokenHostPool("every host of the executor is lost: " + "; ".join(
-                f"{h.name}: {h.error}" for h in self._hosts.values()))
-            self._broken.__cause__ = cause
-            logger.error("%s", self._broken)
-        self._scheduler.take_waiting()
-        return [(item, self._broken) for item in self._items.values() if not item.future.done()]
-
-    # -- replies ------------------------------------------------------------
-    def _on_events(self, host: Host, events: List[tuple]) -> None:
-        resolved: List[Tuple[_WorkItem, str, tuple]] = []
-        run_times: List[float] = []
-        with self._lock:
-            for event in events:
-                kind = event[0]
-                if kind == "ready":
-                    info = event[1]
-                    host.info = info
-                    if host.state is HostState.STARTING:
-                        host.state = HostState.READY
-                        slots = int(info["slots"])
-                        prefetch = slots if self.prefetch is None else self.prefetch  # tuned
-                        self._scheduler.add_host(host.name, slots, prefetch)
-                    host.ready.set()
-                elif kind == "started":
-                    slots = self._scheduler.hosts.get(host.name)
-                    for tid in event[1]:
-                        item = slots.inflight.get(tid) if slots is not None else None
-                        if item is not None:
-                            item.started = True
-                else:
-                    if kind == "done":
-                        run_times.append(event[6])
-                    item = self._scheduler.release(host.name, event[1])
-                    if item is not None:
-                        item.host = None
-                        resolved.append((item, kind, event))
-            if run_times and self.prefetch is None:
-                self._tune_prefetch(host, sum(run_times) / len(run_times))
-        for item, kind, event in resolved:
-            self._settle(host, item, kind, event, forget=False)
-        with self._lock:
-            for item, _, _ in resolved:
-                self._items.pop(item.tid, None)
-            if not self._items:
-                self._idle.notify_all()
-        self._pump()
-
-    def _tune_prefetch(self, host: Host, seconds: float) -> None:
-        """Keep enough tasks on the host to cover a round trip: many for tasks of
-        microseconds, one extra per slot for tasks of 10 ms and more."""
-        host.run_time = seconds if host.run_time is None else (
-            host.run_time * (1 - RUN_TIME_WEIGHT) + seconds * RUN_TIME_WEIGHT)
-        per_slot = min(MAX_PREFETCH_PER_SLOT,
-                       max(1, math.ceil(PIPELINE_SECONDS / max(host.run_time, 1e-6))))
-        slots = self._scheduler.hosts.get(host.name)
-        if slots is not None:
-            slots.capacity = slots.slots * (1 + per_slot)
-
-    def _settle(self, host: Host, item: _WorkItem, kind: str, event: tuple,
-                forget: bool = True) -> None:
-        """Resolve a future from its host's event (outside the lock); ``forget``:
-        drop the item from the unresolved ones too (else the caller does)."""
-        future = item.future
-        if kind == "done":
-            _, tid, ok, payload, tb, records, _seconds = event
-            future.logs = [logging.makeLogRecord(r) for r in records]
-            try:
-                value = serial.loads(payload)
-            except Exception as exc:  # e.g. the result's class is not importable here
-                error = SSHPipeError(f"{host.name}: the {'result' if ok else 'exception'} of task "
-                                     f"{tid} ({item.task.name}) could not be loaded: {exc!r}")
-                error.__cause__ = exc
-                self._resolve(item, error=error, forget=forget)
-                return
-            if ok:
-                self._resolve(item, result=value, forget=forget)
-            else:
-                if tb:
-                    value.__cause__ = RemoteTraceback(f'\n"""\n[on {host.name}] {tb}"""')
-                self._resolve(item, error=value, forget=forget)
-        elif kind == "cancelled":
-            # Cancelled by us (the future is already done) or dropped on arrival.
-            if not future.done():
-                future.cancel()
-            if forget:
-                self._forget(item)
-        elif kind == "timeout":
-            seconds, records = event[2], event[3]
-            future.logs = [logging.makeLogRecord(r) for r in records]
-            self._resolve(item, error=TaskTimeoutError(
-                f"{host.name}: task {item.tid} ({item.task.name}) ran past its timeout of "
-                f"{seconds:g} s; its worker process was ended", host.name, seconds), forget=forget)
-        elif kind == "died":
-            exitcode, records = event[2], event[3]
-            future.logs = [logging.makeLogRecord(r) for r in records]
-            self._resolve(item, error=WorkerDiedError(
-                f"{host.name}: the worker process running task {item.tid} ({item.task.name}) "
-                f"died (exit code {exitcode})", host.name, exitcode), forget=forget)
-
-    def _resolve(self, item: _WorkItem, result: Any = None,
-                 error: Optional[BaseException] = None, forget: bool = True) -> None:
-        future = item.future
-        try:
-            if item.running or future.set_running_or_notify_cancel():
-                item.running = True
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(result)
-        except InvalidStateError:
-            pass  # cancelled while its result was on the way
-        if forget:
-            self._forget(item)
-
-    def _forget(self, item: _WorkItem) -> None:
-        with self._lock:
-            if self._items.pop(item.tid, None) is not None and not self._items:
-                self._idle.notify_all()
-
-    # -- dispatch -----------------------------------------------------------
-    def _pump(self) -> None:
-        """Hand waiting items to hosts with room; send them, one message per host."""
-        with self._lock:
-            batches, idle = self._assign_locked()
-        self._post(batches, idle)
-
-    def _assign_locked(self) -> Tuple[Dict[str, List[_WorkItem]], Set[str]]:
-        """Assign what fits; return the items by host, and the hosts that held
-        nothing before (see :meth:`_post`)."""
-        batches: Dict[str, List[_WorkItem]] = {}
-        idle = {name for name, slots in self._scheduler.hosts.items() if not slots.inflight}
-        for host_name, tid, item in self._scheduler.assign():
-            if not item.running:
-                if not item.future.set_running_or_notify_cancel():
-                    self._scheduler.release(host_name, tid)
-                    self._items.pop(tid, None)
-                    if not self._items:
-                        self._idle.notify_all()
-                    continue
-                item.running = True
-                item.future._stop_remote = self._stop_remote
-            item.host = host_name
-            item.future.host = host_name
-            item.future.hosts.append(host_name)
-            batches.setdefault(host_name, []).append(item)
-        return batches, idle
-
-    def _post(self, batches: Dict[str, List[_WorkItem]], idle: Set[str]) -> None:
-        """Put assigned items in their hosts' outboxes. For a host that was idle,
-        with nothing queued and no send under way, send them from this thread:
-        a lone task (the latency case) skips the hop to the sender thread, while
-        a burst still goes through it in batches."""
-        for host_name, items in batches.items():
-            host = self._hosts[host_name]
-            with host.out_cond:
-                direct = host_name in idle and not host.outbox and not host.sending
-                if direct:
-                    host.sending = True
-                else:
-                    notify = not host.outbox
-                    host.outbox.extend(("run", item) for item in items)
-                    if notify:
-                        host.out_cond.notify()
-            if direct:
-                try:
-                    self._send_runs(host, items)
-                finally:
-                    host.end_sending()
-
-    def _send_loop(self, host: Host) -> None:
-        """Sender thread: the host's outbox to its pipe, runs of tasks batched."""
-        while True:
-            with host.out_cond:
-                while host.sending or (not host.outbox and not host.out_closed):
-                    host.out_cond.wait()
-                if not host.outbox:
-                    return
-                batch, host.outbox = host.outbox, []
-                host.sending = True
-            try:
-                runs: List[_WorkItem] = []
-                for kind, payload in batch:
-                    if kind == "run":
-                        runs.append(payload)
-                        continue
-                    if runs:
-                        self._send_runs(host, runs)
-                        runs = []
-                    self._send_message(host, (kind, payload))
-                if runs:
-                    self._send_runs(host, runs)
-            finally:
-                host.end_sending()
-
-    def _send_message(self, host: Host, message: tuple) -> bool:
-        try:
-            host.pipe.send(message)
-            return True
-        except (PipeBroken, PipeClosed):
-            return False  # the host's reader thread sees the end and settles its tasks
-
-    def _send_runs(self, host: Host, items: List[_WorkItem]) -> None:
-        remote = host.info.get("python", "")
-        if remote.split(".")[:2] != _LOCAL_PYTHON.split(".")[:2]:
-            # The tasks travel as bytes inside the message, so the pipe cannot see
-            # the code they carry: check each one here.
-            skewed = [item for item in items if item.task.carries_code]
-            if skewed:
-                items = [item for item in items if not item.task.carries_code]
-                for item in skewed:
-                    with self._lock:
-                        self._scheduler.release(host.name, item.tid)
-                        item.host = None
-                    self._resolve(item, error=VersionSkewError(
-                        f"{host.name}: task {item.tid} ({item.task.name}) carries Python code "
-                        f"(a function or class sent by value) made by Python {_LOCAL_PYTHON}, "
-                        f"which Python {remote} there cannot load; define it in a module "
-                        f"shipped with modules=[...] or use the same Python minor version",
-                        host.name, local=_LOCAL_PYTHON, remote=remote))
-                self._pump()
-                if not items:
-                    return
-        # Messages of about MESSAGE_BYTES at most: a burst of tasks with large
-        # arguments must not become one huge frame.
-        if len(items) > 1:
-            size = 0
-            for index, item in enumerate(items):
-                size += len(item.task.fn_payload) + len(item.task.args_payload)
-                if size > MESSAGE_BYTES and index:
-                    self._send_runs(host, items[:index])
-                    self._send_runs(host, items[index:])
-                    return
-        message = ("run", [(item.tid, item.task.fn_payload, item.task.args_payload,
-                            item.task.timeout or self.task_timeout) for item in items])
-        try:
-            self._send_message(host, message)
-        except Exception as exc:  # cannot be sent to this host (e.g. VersionSkewError)
-            for item in items:
-                with self._lock:
-                    self._scheduler.release(host.name, item.tid)
-                    item.host = None
-                self._resolve(item, error=exc)
-            self._pump()
-
-    def _stop_remote(self, future: TaskFuture) -> None:
-        """A running future was cancelled: stop its task wherever it is."""
-        with self._lock:
-            item = self._items.get(future.task_id)
-            if item is None:
-                return
-            host_name = item.host
-            if host_name is None:  # waiting for a host again (a retry)
-                self._scheduler.discard(item.tid)
-                self._items.pop(item.tid, None)
-                if not self._items:
-                    self._idle.notify_all()
-                return
-            host = self._hosts[host_name]
-        host.post("cancel", item.tid)  # after the task's own "run", never before
+                _naming_host(link.name, link.error) for link in failures))
+            raise error from (failures[0].error if failures else None)
 
     # -- Executor API ---------------------------------------------------------
     def submit(self, fn: Union[Callable[..., Any], Task], /, *args: Any,
                **kwargs: Any) -> TaskFuture:
         """Schedule ``fn(*args, **kwargs)`` (or a :class:`~workers.Task`) on some host.
 
+        A call that cannot be serialized gives a future that fails with what
+        serializing raised (``PicklingError`` ...), as ``ProcessPoolExecutor``
+        does; a :class:`~workers.Task` is serialized when it is built.
+
         Returns:
             A :class:`TaskFuture`.
 
         Raises:
             BrokenHostPool: every host is lost.
-            RuntimeError: after :meth:`shutdown`.
+            RuntimeError: after :meth:`shutdown`, or once the interpreter exits.
             ValueError: the task is pinned to a host the executor does not have.
-            Exception: whatever serializing the call raises.
         """
         if isinstance(fn, Task):
             if args or kwargs:
                 raise TypeError("submit(task) takes no further arguments; put them in the Task")
             task = fn
         else:
-            task = Task(fn, *args, **kwargs)
-        return self._submit_tasks([task])[0]
+            try:
+                task = Task(fn, *args, **kwargs)
+            except TypeError as exc:
+                if not callable(fn):
+                    raise
+                return self._failed(exc)
+            except Exception as exc:  # serializing the call failed: the future says so
+                return self._failed(exc)
+        return self._core.submit_tasks([task])[0]
 
-    def _submit_tasks(self, tasks: Sequence[Task]) -> List[TaskFuture]:
-        failed: List[Tuple[_WorkItem, BaseException]] = []
-        futures = []
-        with self._lock:
-            if self._broken is not None:
-                raise self._broken
-            if self._shutdown:
+    def _failed(self, error: BaseException) -> TaskFuture:
+        with self._core.lock:
+            if self._core.shutdown or _EXIT.exiting:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            for task in tasks:
-                if task.host is not None and task.host not in self._hosts:
-                    raise ValueError(f"task pinned to host {task.host!r}, which is not one of "
-                                     f"{sorted(self._hosts)}")
-            for task in tasks:
-                tid = next(self._ids)
-                future = TaskFuture(tid)
-                item = _WorkItem(tid, task, future,
-                                 self.retries if task.retries is None else task.retries)
-                self._items[tid] = item
-                futures.append(future)
-                if task.host is not None and task.host not in self._scheduler.hosts:
-                    host = self._hosts[task.host]
-                    failed.append((item, self._lost_error(host, item, host.error)))
-                    continue
-                self._scheduler.push(tid, item, host=task.host)
-            batches, idle = self._assign_locked()
-        for item, error in failed:
-            self._resolve(item, error=error)
-        self._post(batches, idle)
-        return futures
+        future = TaskFuture()
+        future.settle_exception(error)
+        return future
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
             timeout: Optional[float] = None, chunksize: int = 1,
@@ -662,41 +797,39 @@ class SSHExecutor(Executor):
         end = None if timeout is None else time.monotonic() + timeout
         name = getattr(fn, "__qualname__", None) or "map"
         argument_tuples = list(zip(*iterables))
-        if chunksize == 1:
-            fn_payload = serial.dumps(fn)
-            tasks = [Task.from_payloads(fn_payload, serial.dumps((args, {})), name)
-                     for args in argument_tuples]
+        count = len(argument_tuples)
+        calls = (argument_tuples if chunksize == 1 else
+                 [argument_tuples[i:i + chunksize] for i in range(0, count, chunksize)])
+        del argument_tuples
+        # As ProcessPoolExecutor does, what cannot be serialized fails its
+        # future(s); the iterator raises it in turn.
+        made: List[Union[Task, BaseException]] = []
+        try:
+            fn_payload = serial.dumps(fn if chunksize == 1 else functools.partial(apply_chunk, fn))
+        except Exception as exc:
+            made = [exc] * len(calls)
         else:
-            fn_payload = serial.dumps(functools.partial(apply_chunk, fn))
-            tasks = [Task.from_payloads(fn_payload, serial.dumps(((chunk,), {})), name)
-                     for chunk in (argument_tuples[i:i + chunksize]
-                                   for i in range(0, len(argument_tuples), chunksize))]
-        futures = self._submit_tasks(tasks)
-        bar = ProgressBar(len(argument_tuples), enabled=progress, label=name)
-        for index, future in enumerate(futures):
-            weight = min(chunksize, len(argument_tuples) - index * chunksize)
-            future.add_done_callback(functools.partial(_advance, bar, weight))
+            for call in calls:
+                try:
+                    arguments: Tuple[Any, Dict[str, Any]] = (
+                        (call, {}) if chunksize == 1 else ((call,), {}))
+                    made.append(Task.from_payloads(fn_payload, serial.dumps(arguments), name))
+                except Exception as exc:
+                    made.append(exc)
+        del calls
+        submitted = iter(self._core.submit_tasks([t for t in made if isinstance(t, Task)]))
+        futures = [next(submitted) if isinstance(t, Task) else self._failed(t) for t in made]
+        del made
+        bar = None
+        if progress:
+            bar = ProgressBar(count, enabled=True, label=name)
+            for index, future in enumerate(futures):
+                weight = min(chunksize, count - index * chunksize)
+                future.add_done_callback(functools.partial(_advance, bar, weight))
+        return _results(futures, end, chunksize > 1, bar)
 
-        def results() -> Iterator[Any]:
-            try:
-                futures.reverse()
-                while futures:
-                    future = futures[-1]
-                    remaining = None if end is None else end - time.monotonic()
-                    value = future.result(remaining)
-                    futures.pop()
-                    if chunksize == 1:
-                        yield value
-                    else:
-                        yield from value
-            finally:
-                for future in futures:
-                    future.cancel()
-                bar.close()
-
-        return results()
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False,
+                 timeout: Optional[float] = None) -> None:
         """Stop taking tasks, and end the hosts' agents once every future is
         resolved (``wait``: before returning).
 
@@ -704,73 +837,141 @@ class SSHExecutor(Executor):
             wait: block until every future is resolved and every host closed.
             cancel_futures: cancel the futures whose task has not been handed to
                 a host yet.
-        """
-        with self._lock:
-            self._shutdown = True
-            waiting = self._scheduler.take_waiting() if cancel_futures else []
-        for tid, item in waiting:
-            item.future.cancel()
-            self._forget(item)
-        if wait:
-            self._close_when_idle()
-        else:
-            threading.Thread(target=self._close_when_idle, name="workers-shutdown",
-                             daemon=True).start()
+            timeout: with ``wait``, the most seconds to wait (an extension of
+                ``concurrent.futures``). Past it TimeoutError is raised and the
+                hosts close in the background once the futures are done.
 
-    def _close_when_idle(self) -> None:
-        with self._lock:
-            while self._items:
-                self._idle.wait()
-            hosts = list(self._hosts.values())
-            for host in hosts:
-                if host.state in (HostState.READY, HostState.STARTING):
-                    host.state = HostState.CLOSED
-        closers = [threading.Thread(target=_close_pipe, args=(host,), daemon=True)
-                   for host in hosts if host.pipe is not None]
-        for thread in closers:
-            thread.start()
-        for thread in closers:
-            thread.join(CLOSE_TIMEOUT + 15)
+        Raises:
+            TimeoutError: not done within ``timeout``.
+        """
+        core = self._core
+        core.begin_shutdown(cancel_futures)
+        if not wait:
+            core.close_later()
+            return
+        if not core.close(wait_timeout=timeout):
+            core.close_later()
+            with core.lock:
+                left = len(core.items)
+            raise TimeoutError(f"{left} futures still unresolved after {timeout:g} s; "
+                               "the hosts close once they are")
 
     # -- introspection --------------------------------------------------------
     @property
     def hosts(self) -> Dict[str, HostState]:
         """Each host's state, by name."""
-        with self._lock:
-            return {name: host.state for name, host in self._hosts.items()}
+        with self._core.lock:
+            return {name: link.state for name, link in self._core.links.items()}
 
     def remote_info(self, host: str) -> Dict[str, Any]:
         """The host's agent: pid, host, python ... (the pipe's hello) plus its pool's
         slots and cpus, and ``error`` once the host is lost."""
-        record = self._hosts[host]
-        info = dict(record.pipe.remote_info) if record.pipe is not None else {}
-        info.update(record.info)
-        info["state"] = record.state
-        info["error"] = record.error
+        link = self._core.links[host]
+        info = dict(link.pipe.remote_info)
+        with self._core.lock:
+            info.update(link.info)
+            info["state"] = link.state
+            info["error"] = link.error
         return info
 
     @property
     def broken(self) -> bool:
-        return self._broken is not None
+        return self._core.broken is not None
+
+    @property
+    def _broken(self) -> Optional[BrokenHostPool]:
+        """ProcessPoolExecutor's attribute of the same name (code written for it,
+        CPython's tests among it, polls it): the error once broken, else None."""
+        return self._core.broken
 
     def __repr__(self) -> str:
         states = ", ".join(f"{name}={state.value}" for name, state in self.hosts.items())
-        status = "broken" if self._broken else "shut down" if self._shutdown else "open"
+        status = ("broken" if self._core.broken else "shut down" if self._core.shutdown
+                  else "open")
         return f"<SSHExecutor {status} {states}>"
 
 
-def _advance(bar: ProgressBar, weight: int, future: Future) -> None:
+def _results(futures: List[TaskFuture], end: Optional[float], chunked: bool,
+             bar: Optional[ProgressBar]) -> Iterator[Any]:
+    """map()'s iterator. Holds no reference to a result it has yielded (nor to
+    the executor): each future is popped before its result is taken."""
+    try:
+        futures.reverse()
+        while futures:
+            remaining = None if end is None else end - time.monotonic()
+            if chunked:
+                chunk = _result_or_cancel(futures.pop(), remaining)
+                chunk.reverse()
+                while chunk:
+                    yield chunk.pop()
+            else:
+                yield _result_or_cancel(futures.pop(), remaining)
+    finally:
+        for future in futures:
+            future.cancel()
+        if bar is not None:
+            bar.close()
+
+
+def _result_or_cancel(future: Future[Any], timeout: Optional[float]) -> Any:
+    try:
+        try:
+            return future.result(timeout)
+        finally:
+            future.cancel()
+    finally:
+        del future  # no reference to it (nor its result) from this frame
+
+
+def _advance(bar: ProgressBar, weight: int, future: Future[Any]) -> None:
     bar.advance(weight)
 
 
-def _close_pipe(host: Host) -> None:
-    host.close_outbox()
-    if host.sender is not None:
-        host.sender.join(CLOSE_TIMEOUT)
-    pipe = host.pipe
+def _echo(stream: str, text: str) -> None:
+    """Print a task's output here, where ProcessPoolExecutor users look for it."""
+    target = sys.stderr if stream == "stderr" else sys.stdout
     try:
-        pipe.close(timeout=CLOSE_TIMEOUT)
-    except SSHPipeError as exc:
-        logger.debug("%s: closing: %s", host.name, exc)
-    if host.reader is not None:
-        host.reader.join(5.0)
+        target.write(text)
+        target.flush()
+    except (OSError, ValueError, AttributeError):
+        pass  # no usable stream here: the output is dropped, as a print would fail
+
+
+def _load(payload: bytes, policy: trust.TrustPolicy, host: str, what: str,
+          seq: Optional[int] = None) -> Any:
+    """A result or exception from a remote, under its host's trust policy.
+
+    Raises:
+        PayloadError: (UntrustedPayload: refused) naming the host and the task.
+    """
+    return serial.loads(payload, policy, host=host, what=what, seq=seq)
+
+
+def _lost_error(link: HostLink, item: _WorkItem, cause: Optional[BaseException]) -> HostLostError:
+    what = "while running" if item.started else "while holding"
+    error = HostLostError(f"{link.name}: host lost {what} task {item.tid} ({item.task.name}): "
+                          f"{cause}", link.name)
+    error.__cause__ = cause
+    return error
+
+
+def _version_skew(link: HostLink, item: _WorkItem) -> Optional[VersionSkewError]:
+    """The task carries code the host's Python cannot load (a function sent by
+    value, made by another minor version): the error, else None."""
+    return serial.code_skew((item.task.fn_payload, item.task.args_payload),
+                            str(link.info.get("python", "")), link.name,
+                            f"task {item.tid} ({item.task.name})")
+
+
+def _check_pipe_options(options: Mapping[str, Any], host: Optional[str] = None) -> None:
+    unknown = sorted(set(options) - _PIPE_OPTIONS - {"slots", "name", "mp_context"})
+    if unknown:
+        where = f" (host {host!r})" if host else ""
+        raise TypeError(f"SSHExecutor() got unexpected keyword arguments{where}: "
+                        + ", ".join(unknown))
+
+
+def _naming_host(name: str, error: Any) -> str:
+    """``name: error``, naming the host once (most errors already begin with it)."""
+    text = str(error)
+    return text if text.startswith(f"{name}:") else f"{name}: {text}"

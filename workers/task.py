@@ -17,7 +17,7 @@ worker unpickles it once (it caches recent callables by payload).
 from __future__ import annotations
 
 import types
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from sshpipe import serial
 
@@ -130,7 +130,8 @@ def _fn_payload(fn: Callable[..., Any]) -> bytes:
 
 
 def load_call(fn_payload: bytes, args_payload: bytes,
-              cache: Optional[Dict[bytes, Any]] = None) -> Tuple[Callable[..., Any], tuple, dict]:
+              cache: Optional[Dict[bytes, Any]] = None
+              ) -> Tuple[Callable[..., Any], Tuple[Any, ...], Dict[str, Any]]:
     """Unpickle a task's callable (from ``cache`` when it holds it) and arguments."""
     fn = cache.get(fn_payload) if cache is not None else None
     if fn is None:
@@ -150,15 +151,3 @@ _FN_CACHE_SIZE = 64
 def apply_chunk(fn: Callable[..., Any], chunk: Sequence[Tuple[Any, ...]]) -> List[Any]:
     """Run ``fn(*args)`` for each argument tuple of a ``map()`` chunk, in order."""
     return [fn(*args) for args in chunk]
-
-
-def chunks(iterables: Iterable[Tuple[Any, ...]], size: int) -> Iterable[List[Tuple[Any, ...]]]:
-    """Argument tuples grouped by ``size``, the last group possibly shorter."""
-    chunk: List[Tuple[Any, ...]] = []
-    for args in iterables:
-        chunk.append(args)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

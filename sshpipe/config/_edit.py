@@ -19,7 +19,8 @@ from sshpipe.errors import SSHConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from sshpipe.config import SSHConfig
 
-__all__ = ["hosts", "add_host", "set_option", "unset_option", "remove_host", "display_name"]
+__all__ = ["hosts", "add_host", "set_option", "unset_option", "remove_host", "display_name",
+           "Words", "shadowing_block"]
 
 # How new lines spell keywords (the ssh_config(5) spelling).
 _DISPLAY = {n.lower(): n for n in """
@@ -48,7 +49,8 @@ UserKnownHostsFile VerifyHostKeyDNS VisualHostKey XAuthLocation
 _PER_LINE = frozenset({"identityfile", "certificatefile", "localforward", "remoteforward",
                        "dynamicforward", "sendenv"})
 # Options whose value is the raw rest of the line (never quoted as one word).
-_RAW = frozenset({"proxycommand", "localcommand", "remotecommand", "knownhostscommand", "proxyjump"})
+_RAW = frozenset({"proxycommand", "localcommand", "remotecommand", "knownhostscommand",
+                  "proxyjump"})
 
 
 def display_name(keyword: str) -> str:
@@ -77,8 +79,21 @@ def _words(value: Any) -> List[str]:
     return [str(value)]
 
 
+class Words(tuple[str, ...]):
+    """Several words of one value, written on one line (``LocalForward 8080 localhost:80``).
+
+    A plain list means one line per item for options that accumulate
+    (IdentityFile, LocalForward ...); ``Words`` keeps them on one line, each
+    word quoted only if it must be.
+    """
+
+
 def _value_lines(canon: str, value: Any) -> List[str]:
     """Value text for each line that setting ``canon`` to ``value`` needs."""
+    if isinstance(value, Words):
+        if canon in _RAW:
+            return [" ".join(value)]
+        return [" ".join(quote_arg(str(w)) for w in value)]
     if canon in _RAW:
         return [" ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)]
     words = _words(value)
@@ -94,10 +109,11 @@ def _eol(config: "SSHConfig") -> str:
     return ends.most_common(1)[0][0] if ends else "\n"
 
 
-def _body_indent(config: "SSHConfig", start: Optional[int] = None, end: Optional[int] = None) -> str:
+def _body_indent(config: "SSHConfig", start: Optional[int] = None,
+                 end: Optional[int] = None) -> str:
     lines = config.lines
     rng = lines[start:end] if start is not None else lines
-    seen = Counter()
+    seen: Counter[str] = Counter()
     in_block = start is not None
     for line in rng:
         key = line.key
@@ -157,7 +173,8 @@ def _commit(config: "SSHConfig", new_lines: List[str]) -> None:
 
     text = "".join(new_lines)
     before = {(e.reason, e.path) for e in config.validate()}
-    candidate = SSHConfig(text, path=config.path, encoding=config.encoding, home=config.home)
+    candidate = SSHConfig(text, path=config.path, encoding=config.encoding, home=config.home,
+                          openssh=config.openssh, accounts=config.accounts)
     for err in candidate.validate():
         if (err.reason, err.path) not in before:
             raise err
@@ -166,6 +183,19 @@ def _commit(config: "SSHConfig", new_lines: List[str]) -> None:
 
 def _texts(config: "SSHConfig") -> List[str]:
     return [line.text for line in config.lines]
+
+
+def shadowing_block(config: "SSHConfig") -> Optional[Tuple[int, List[str]]]:
+    """The first Host block that applies to every name (``Host *``): (line number, patterns).
+
+    A block added after it can only set what it leaves unset, since the
+    first value obtained wins.
+    """
+    lines = config.lines
+    for start, _, pats in _blocks(config):
+        if "*" in pats and not any(p.startswith("!") for p in pats):
+            return lines[start].lineno, pats
+    return None
 
 
 def hosts(config: "SSHConfig") -> List[List[str]]:
@@ -214,14 +244,15 @@ def set_option(config: "SSHConfig", host: str, keyword: str, value: Any) -> None
     lines = config.lines
     values = _value_lines(canon, value)
     hits = [i for i in range(start + 1, end) if lines[i].key is not None
-            and KEYWORDS.get(lines[i].key) == canon]
+            and KEYWORDS.get(lines[i].key or "") == canon]
     texts = _texts(config)
     eol = _eol(config)
     if hits:
         first = lines[hits[0]]
         body = first.text
         newfirst = body[:first.value_start] + values[0] + body[first.value_end:]
-        if first.value_start == first.value_end and not body[first.kw_end:first.value_start].strip(" \t="):
+        if (first.value_start == first.value_end
+                and not body[first.kw_end:first.value_start].strip(" \t=")):
             newfirst = body[:first.kw_end] + " " + values[0] + body[first.kw_end:]
         prefix = body[:first.kw_start]
         extra = [f"{prefix}{first.keyword} {v}{first.eol or eol}" for v in values[1:]]
@@ -256,7 +287,7 @@ def unset_option(config: "SSHConfig", host: str, keyword: str) -> int:
     start, end = found
     lines = config.lines
     hits = {i for i in range(start + 1, end) if lines[i].key is not None
-            and KEYWORDS.get(lines[i].key) == canon}
+            and KEYWORDS.get(lines[i].key or "") == canon}
     if hits:
         _commit(config, [t for i, t in enumerate(_texts(config)) if i not in hits])
     return len(hits)

@@ -8,11 +8,12 @@ formats the way ``ssh -G`` prints them.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from sshpipe.config._values import BadValue, ExtraArguments, a2port, hpdelim, valid_domain
 
-__all__ = ["parse_forward", "forward_parser", "parse_proxyjump", "parse_ssh_uri"]
+__all__ = ["parse_forward", "forward_parser", "forward_spec", "parse_forward_spec",
+           "parse_proxyjump", "parse_ssh_uri", "FWDARG_BYTES"]
 
 
 def _fwd_fields(spec: str) -> Optional[List[Tuple[str, bool]]]:
@@ -57,17 +58,30 @@ def _fwd_fields(spec: str) -> Optional[List[Tuple[str, bool]]]:
     return out
 
 
+NI_MAXHOST = 1025
+PATH_MAX_SUN = 108
+
+# (listen_host, listen_port|path, connect_host, connect_port|path,
+#  listen_is_path, connect_is_path), as parse_forward() returns it.
+Forward = Tuple[Optional[str], Union[str, int], Optional[str], Union[str, int], bool, bool]
+# (user, host, port): port -1 when not given.
+UserHostPort = Tuple[Optional[str], str, int]
+
+
 def _port_of(s: str) -> int:
     return a2port(s) if s != "" else -1
 
 
-def parse_forward(spec: str, dynamic: bool, remote: bool):
+def parse_forward(spec: str, dynamic: bool, remote: bool) -> Optional[Forward]:
     """``parse_forward()``: (listen_host, listen_port|path, connect_host, connect_port|path)."""
     fields = _fwd_fields(spec.lstrip())
     if fields is None:
         return None
     n = len(fields)
-    lh = lpath = ch = cpath = None
+    lh: Optional[str] = None
+    lpath: Optional[str] = None
+    ch: Optional[str] = None
+    cpath: Optional[str] = None
     cport = 0
     lport = 0
     if n == 1:
@@ -117,39 +131,68 @@ def parse_forward(spec: str, dynamic: bool, remote: bool):
             return None
     if (lport < 0 and lpath is None) or (not remote and lport == 0 and lpath is None):
         return None
+    # NI_MAXHOST for host names, sizeof(sun_path) for socket paths (in bytes)
+    for value, limit in ((ch, NI_MAXHOST), (cpath, PATH_MAX_SUN), (lh, NI_MAXHOST),
+                         (lpath, PATH_MAX_SUN)):
+        if value is not None and len(value.encode("utf-8", "surrogateescape")) >= limit:
+            return None
     return (lh, lpath if lpath is not None else lport, ch, cpath if cpath is not None else cport,
             lpath is not None, cpath is not None)
 
 
-def forward_parser(kind: str):
-    def parse(args, rest, name):
-        if not args or args[0] == "":
-            raise BadValue("Missing port argument.")
-        remote = kind == "remote"
-        dynamic = kind == "dynamic"
-        if dynamic:
-            if len(args) > 1:
-                raise ExtraArguments()
-            spec = args[0]
-        else:
-            if len(args) > 2:
-                raise ExtraArguments()
-            if len(args) < 2 or args[1] == "":
-                if remote:
-                    dynamic = True
-                    spec = args[0]
-                else:
-                    raise BadValue("Missing target argument.")
+# readconf.c builds the spec in ``char fwdarg[256]``: longer specs are cut.
+FWDARG_BYTES = 255
+
+
+def forward_spec(args: Sequence[str], kind: str) -> Tuple[str, bool, bool]:
+    """The spec string ssh hands ``parse_forward()``: (spec, dynamic, remote).
+
+    ``"LocalForward A B"`` becomes ``"A:B"``; like ssh, the result is cut to
+    255 bytes (its ``fwdarg[256]`` buffer).
+    """
+    if not args or args[0] == "":
+        raise BadValue("Missing argument.")
+    remote = kind == "remote"
+    dynamic = kind == "dynamic"
+    if dynamic:
+        if len(args) > 1:
+            raise ExtraArguments()
+        spec = args[0]
+    else:
+        if len(args) > 2:
+            raise ExtraArguments()
+        if len(args) < 2 or args[1] == "":
+            if remote:
+                dynamic = True
+                spec = args[0]
             else:
-                spec = f"{args[0]}:{args[1]}"
-        fwd = parse_forward(spec, dynamic, remote)
-        if fwd is None:
-            raise BadValue("Bad forwarding specification.")
-        return fwd
+                raise BadValue("Missing target argument.")
+        else:
+            spec = f"{args[0]}:{args[1]}"
+    raw = spec.encode("utf-8", "surrogateescape")
+    if len(raw) > FWDARG_BYTES:
+        spec = raw[:FWDARG_BYTES].decode("utf-8", "surrogateescape")
+    return spec, dynamic, remote
+
+
+def parse_forward_spec(spec: str, dynamic: bool, remote: bool) -> Forward:
+    """``parse_forward()`` of an already ``${ENV}``-expanded spec; BadValue if bad."""
+    fwd = parse_forward(spec, dynamic, remote)
+    if fwd is None:
+        raise BadValue("Bad forwarding specification.")
+    return fwd
+
+
+def forward_parser(kind: str) -> Callable[[Sequence[str], str, str], Any]:
+    def parse(args: Sequence[str], rest: str, name: str) -> Any:
+        spec, dynamic, remote = forward_spec(args, kind)
+        if "${" in spec:
+            return ("env", spec, dynamic, remote)
+        return parse_forward_spec(spec, dynamic, remote)
     return parse
 
 
-def _parse_user_host_port(s: str):
+def _parse_user_host_port(s: str) -> Optional[UserHostPort]:
     user = None
     tmp = s
     at = tmp.rfind("@")
@@ -188,12 +231,12 @@ def _urldecode(s: str) -> Optional[str]:
     return "".join(out)
 
 
-def parse_ssh_uri(s: str):
+def parse_ssh_uri(s: str) -> Union[int, None, UserHostPort]:
     """``parse_ssh_uri()``: 1 when not a URI, None when bad, else (user, host, port)."""
     if not s.lower().startswith("ssh://"):
         return 1
     tmp = s[6:]
-    user = None
+    user: Optional[str] = None
     at = tmp.find("@")
     if at >= 0:
         user = tmp[:at].split(";", 1)[0]
@@ -238,22 +281,23 @@ def parse_ssh_uri(s: str):
     return user, host, port
 
 
-def _jump_one(spec: str):
+def _jump_one(spec: str) -> Optional[UserHostPort]:
     r = parse_ssh_uri(spec)
-    if r is None:
-        return None
-    if r == 1:
+    if isinstance(r, int):  # 1: not a URI
         return _parse_user_host_port(spec)
     return r
 
 
-def parse_proxyjump(args, rest, name):
+def parse_proxyjump(
+    args: Sequence[str], rest: str, name: str
+) -> Tuple[str, Optional[str], int, Optional[str]]:
     if rest == "":
         raise BadValue("Missing argument.")
     s = rest
     body = s.split("#", 1)[0].rstrip(" \t\r\n")
     if s.lower() == "none":
-        return ("none", None, None, None)
+        # the literal "none" (port 0); "none # comment" is a host named none
+        return ("none", None, 0, None)
     parts = body.split(",")
     last = parts[-1]
     parsed = _jump_one(last)
@@ -263,6 +307,6 @@ def parse_proxyjump(args, rest, name):
         if _jump_one(p) is None:
             raise BadValue(f'Invalid ProxyJump "{s}"')
     user, host, port = parsed
-    cut = s.rfind(",")
-    extra = s[:cut] if cut > 0 else None
+    cut = body.rfind(",")
+    extra = body[:cut] if cut > 0 else None
     return (host, user, port, extra)

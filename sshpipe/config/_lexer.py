@@ -12,10 +12,11 @@ leave indentation, separators, comments and line ends alone.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
 from typing import List, Optional, Tuple
 
-__all__ = ["Line", "LexError", "split_lines", "lex_line", "lex", "argv_split", "quote_arg"]
+__all__ = ["Line", "LexError", "split_lines", "lex_line", "lex", "argv_split", "quote_arg",
+           "strdelim_words"]
 
 # OpenSSH's WHITESPACE is " \t\r\n"; trailing white space also includes \f.
 _WS = " \t\r\n"
@@ -26,7 +27,6 @@ class LexError(ValueError):
     """A line OpenSSH cannot split (for example an unbalanced quote)."""
 
 
-@dataclass
 class Line:
     """One physical line and what OpenSSH reads from it.
 
@@ -35,21 +35,32 @@ class Line:
     separator (used by ProxyCommand, LocalCommand, RemoteCommand,
     KnownHostsCommand and ProxyJump, which OpenSSH takes verbatim).
     ``error`` holds a lexing problem (reported when the line is compiled, so
-    that a lossless parse of a broken file is still possible).
+    that a lossless parse of a broken file is still possible).  Offsets into
+    ``text``: the keyword span and the value span (the value ends before
+    trailing white space and any comment that ends the line).
     """
 
-    text: str
-    lineno: int
-    keyword: Optional[str] = None
-    args: List[str] = field(default_factory=list)
-    rest: str = ""
-    error: Optional[str] = None
-    # offsets into text: keyword span, value span (value ends before trailing
-    # white space and any comment that ends the line)
-    kw_start: int = 0
-    kw_end: int = 0
-    value_start: int = 0
-    value_end: int = 0
+    __slots__ = ("text", "lineno", "keyword", "args", "rest", "error", "kw_start", "kw_end",
+                 "value_start", "value_end", "plain")
+
+    def __init__(self, text: str, lineno: int, keyword: Optional[str] = None,
+                 args: Optional[List[str]] = None, rest: str = "", error: Optional[str] = None,
+                 kw_start: int = 0, kw_end: int = 0, value_start: int = 0, value_end: int = 0):
+        self.text = text
+        self.lineno = lineno
+        self.keyword = keyword
+        self.args = args if args is not None else []
+        self.rest = rest
+        self.error = error
+        self.kw_start = kw_start
+        self.kw_end = kw_end
+        self.value_start = value_start
+        self.value_end = value_end
+        # plain words only: ``args`` is ``rest.split()`` (the compile cache's key)
+        self.plain = False
+
+    def __repr__(self) -> str:
+        return f"Line({self.text!r}, {self.lineno}, keyword={self.keyword!r}, args={self.args!r})"
 
     @property
     def key(self) -> Optional[str]:
@@ -82,16 +93,11 @@ def split_lines(text: str) -> List[str]:
 
 def _split_nl(text: str) -> List[str]:
     # A lone "\r" is not a line end for OpenSSH (getline splits on "\n" only).
-    out = []
-    start = 0
-    while True:
-        i = text.find("\n", start)
-        if i < 0:
-            if start < len(text):
-                out.append(text[start:])
-            return out
-        out.append(text[start:i + 1])
-        start = i + 1
+    parts = text.split("\n")
+    out = [part + "\n" for part in parts[:-1]]
+    if parts[-1]:
+        out.append(parts[-1])
+    return out
 
 
 def argv_split(s: str, start: int = 0) -> Tuple[List[str], List[Tuple[int, int]], Optional[int]]:
@@ -178,11 +184,36 @@ def _strdelim(s: str, pos: int) -> Tuple[Optional[str], Optional[int], str]:
     return tok, k, s
 
 
+# A line made only of plain words separated by spaces or tabs: no quote,
+# backslash, "=", "#" or other white space.  Most lines of real files are
+# like this, and for them str.split() gives exactly what argv_split() gives.
+_PLAIN = re.compile(r"([ \t]*)([^\s\"'\\=#]+)(?:[ \t]+([^\s\"'\\=#]+(?:[ \t]+[^\s\"'\\=#]+)*))?")
+
+
 def lex_line(text: str, lineno: int) -> Line:
     """Read one physical line the way ``process_config_line_depth()`` does."""
-    line = Line(text=text, lineno=lineno)
-    body = text.rstrip(_TRAIL)
+    line = Line(text, lineno)
+    body = text
+    if "\0" in body:
+        # ssh works on C strings: a NUL ends what it sees of the line
+        body = body[:body.index("\0")]
+    body = body.rstrip(_TRAIL)
     if not body:
+        return line
+    m = _PLAIN.fullmatch(body)
+    if m is not None:
+        kw_start = m.end(1)
+        line.keyword = m.group(2)
+        line.kw_start = kw_start
+        line.kw_end = m.end(2)
+        words = m.group(3)
+        if words is None:
+            line.value_start = line.value_end = len(body)
+            return line
+        line.value_start = m.start(3)
+        line.value_end = len(body)
+        line.rest = words
+        line.args = words.split()
         return line
     tok, pos, s = _strdelim(body, 0)
     kw_start = 0
@@ -218,9 +249,87 @@ def lex_line(text: str, lineno: int) -> Line:
     return line
 
 
+def strdelim_words(line: Line) -> List[Optional[str]]:
+    """The words OpenSSH 9.2's ``match_cfg_line()`` reads with ``strdelim()``.
+
+    Unlike ``argv_split()``: "=" separates words too, only double quotes
+    group (no backslash escapes), and a word may join quoted and unquoted
+    parts.  None stands for an unmatched quote (strdelim's NULL).
+    """
+    body = line.text
+    if "\0" in body:
+        body = body[:body.index("\0")]
+    body = body.rstrip(_TRAIL)
+    pos: Optional[int] = line.value_start
+    words: List[Optional[str]] = []
+    s = body
+    while pos is not None and pos < len(s):
+        tok, pos, s = _strdelim(s, pos)
+        if tok is None:
+            words.append(None)
+            break
+        if tok == "":
+            break
+        words.append(tok)
+    return words
+
+
+# The plain-line regex with the line's trailing white space and line end in it:
+# one call per line decides the fast path and gives every offset.
+_PLAIN_EOL = re.compile(
+    r"([ \t]*)([^\s\"'\\=#]+)(?:[ \t]+([^\s\"'\\=#]+(?:[ \t]+[^\s\"'\\=#]+)*))?[ \t\r\n\f]*")
+
+
 def lex(text: str) -> List[Line]:
     """Lex a whole file; the lines' texts join back to ``text`` exactly."""
-    return [lex_line(t, i) for i, t in enumerate(split_lines(text), 1)]
+    out: List[Line] = []
+    append = out.append
+    plain = _PLAIN_EOL.fullmatch
+    new = Line.__new__
+    nul = "\0" in text
+    lineno = 0
+    for t in split_lines(text):
+        lineno += 1
+        if nul:
+            append(lex_line(t, lineno))
+            continue
+        if not t.rstrip(_TRAIL):
+            line = new(Line)
+            line.text = t
+            line.lineno = lineno
+            line.keyword = line.error = None
+            line.args = []
+            line.rest = ""
+            line.plain = False
+            line.kw_start = line.kw_end = line.value_start = line.value_end = 0
+            append(line)
+            continue
+        m = plain(t)
+        if m is None:
+            append(lex_line(t, lineno))
+            continue
+        indent, keyword, words = m.groups()
+        line = new(Line)
+        line.text = t
+        line.lineno = lineno
+        line.keyword = keyword
+        line.error = None
+        line.plain = True
+        ks = len(indent)
+        line.kw_start = ks
+        line.kw_end = ke = ks + len(keyword)
+        if words is None:
+            line.args = []
+            line.rest = ""
+            line.value_start = line.value_end = ke
+        else:
+            line.args = words.split()
+            line.rest = words
+            vs = m.start(3)
+            line.value_start = vs
+            line.value_end = vs + len(words)
+        append(line)
+    return out
 
 
 _SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_~*?!^$[]{}()")

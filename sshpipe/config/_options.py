@@ -13,29 +13,34 @@ host then only has to pick values, never to parse.  A parser raises
 """
 from __future__ import annotations
 
+import functools
 import re
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from sshpipe.config._forwards import forward_parser, parse_proxyjump
 from sshpipe.config._values import (
-    ALGORITHMS, DEFAULT_ALGORITHMS, GSS_KEX, UNSET, BadValue, ExtraArguments, a2port,
-    assemble_algorithms, convtime, hpdelim, names_valid, one_arg, strtonum, valid_domain,
+    GSS_KEX, UNSET, BadValue, ExtraArguments, a2port, assemble_algorithms, convtime, hpdelim,
+    names_valid, one_arg, strtonum, valid_domain,
 )
+from sshpipe.config._versions import NEWEST, VERSIONS, OpenSSH
 
 __all__ = [
     "BadValue",
     "Option",
+    "OptionTable",
+    "options_for",
     "OPTIONS",
     "KEYWORDS",
     "UNSET",
     "LIST_KEYS",
-    "DUMP_ORDER",
-    "ALGORITHMS",
-    "DEFAULT_ALGORITHMS",
     "convtime",
     "a2port",
     "assemble_algorithms",
 ]
+
+#: How an option's value is checked and converted: (words, the line's text
+#: after the keyword, canonical name) -> value; BadValue when ssh rejects it.
+Parser = Callable[[Sequence[str], str, str], Any]
 
 # ---------------------------------------------------------------- multistate
 def _ms(*pairs: Tuple[str, int]) -> Tuple[Dict[str, int], Dict[int, str]]:
@@ -51,14 +56,18 @@ _FLAG = _ms(("true", 1), ("false", 0), ("yes", 1), ("no", 0))
 _MULTI = {
     "addressfamily": _ms(("inet", 2), ("inet6", 10), ("any", 0)),
     "canonicalizehostname": _ms(("true", 1), ("false", 0), ("yes", 1), ("no", 0), ("always", 2)),
-    "controlmaster": _ms(("true", 1), ("yes", 1), ("false", 0), ("no", 0), ("auto", 3), ("ask", 2), ("autoask", 4)),
+    "controlmaster": _ms(("true", 1), ("yes", 1), ("false", 0), ("no", 0), ("auto", 3), ("ask", 2),
+                         ("autoask", 4)),
     "requesttty": _ms(("true", 2), ("yes", 2), ("false", 1), ("no", 1), ("force", 3), ("auto", 0)),
     "sessiontype": _ms(("none", 0), ("subsystem", 1), ("default", 2)),
-    "stricthostkeychecking": _ms(("true", 2), ("false", 0), ("yes", 2), ("no", 0), ("ask", 3), ("off", 0), ("accept-new", 1)),
-    "tunnel": _ms(("ethernet", 2), ("point-to-point", 1), ("true", 1), ("yes", 1), ("false", 0), ("no", 0)),
+    "stricthostkeychecking": _ms(("true", 2), ("false", 0), ("yes", 2), ("no", 0), ("ask", 3),
+                                 ("off", 0), ("accept-new", 1)),
+    "tunnel": _ms(("ethernet", 2), ("point-to-point", 1), ("true", 1), ("yes", 1), ("false", 0),
+                  ("no", 0)),
     "updatehostkeys": _ms(("true", 1), ("false", 0), ("yes", 1), ("no", 0), ("ask", 2)),
     "verifyhostkeydns": _ms(("true", 1), ("false", 0), ("yes", 1), ("no", 0), ("ask", 2)),
-    "pubkeyauthentication": _ms(("true", 3), ("false", 0), ("yes", 3), ("no", 0), ("unbound", 1), ("host-bound", 2)),
+    "pubkeyauthentication": _ms(("true", 3), ("false", 0), ("yes", 3), ("no", 0), ("unbound", 1),
+                                ("host-bound", 2)),
     "compression": _ms(("yes", 1), ("no", 0)),
     "fingerprinthash": _ms(("md5", 0), ("sha256", 2)),
 }
@@ -66,7 +75,7 @@ _SHOW_OVERRIDE = {"fingerprinthash": {0: "MD5", 2: "SHA256"}, "compression": {0:
 _ADDKEYS = _ms(("true", 1), ("false", 0), ("yes", 1), ("no", 0), ("ask", 2), ("confirm", 3))
 
 
-def _p_flag(args, rest, name):
+def _p_flag(args: Sequence[str], rest: str, name: str) -> Any:
     arg = one_arg(args)
     v = _FLAG[0].get(arg.lower())
     if v is None:
@@ -74,7 +83,7 @@ def _p_flag(args, rest, name):
     return "yes" if v else "no"
 
 
-def _p_multi(args, rest, name):
+def _p_multi(args: Sequence[str], rest: str, name: str) -> Any:
     arg = one_arg(args)
     parse, show = _MULTI[name]
     v = parse.get(arg.lower())
@@ -83,7 +92,7 @@ def _p_multi(args, rest, name):
     return _SHOW_OVERRIDE.get(name, show).get(v) or show[v]
 
 
-def _p_int(args, rest, name):
+def _p_int(args: Sequence[str], rest: str, name: str) -> Any:
     arg = one_arg(args)
     v, err = strtonum(arg, 0, 2147483647)
     if err:
@@ -91,7 +100,7 @@ def _p_int(args, rest, name):
     return str(v)
 
 
-def _p_time(args, rest, name):
+def _p_time(args: Sequence[str], rest: str, name: str) -> Any:
     if not args or args[0] == "":
         raise BadValue("missing time value.")
     arg = args[0]
@@ -105,7 +114,7 @@ def _p_time(args, rest, name):
     return str(v)
 
 
-def _p_port(args, rest, name):
+def _p_port(args: Sequence[str], rest: str, name: str) -> Any:
     arg = one_arg(args)
     v = a2port(arg)
     if v <= 0:
@@ -113,22 +122,22 @@ def _p_port(args, rest, name):
     return str(v)
 
 
-def _p_string(args, rest, name):
+def _p_string(args: Sequence[str], rest: str, name: str) -> Any:
     return one_arg(args)
 
 
-def _p_command(args, rest, name):
+def _p_command(args: Sequence[str], rest: str, name: str) -> Any:
     if rest == "":
         raise BadValue("Missing argument.")
     return rest
 
 
-def _p_agent_path(args, rest, name):
+def _p_agent_path(args: Sequence[str], rest: str, name: str) -> Any:
     arg = one_arg(args)
     return arg
 
 
-def _p_forwardagent(args, rest, name):
+def _p_forwardagent(args: Sequence[str], rest: str, name: str) -> Any:
     arg = one_arg(args)
     v = _FLAG[0].get(arg.lower())
     if v is not None:
@@ -136,7 +145,7 @@ def _p_forwardagent(args, rest, name):
     return ("yes", arg)
 
 
-def _p_addkeys(args, rest, name):
+def _p_addkeys(args: Sequence[str], rest: str, name: str) -> Any:
     if not args:
         raise BadValue("Missing argument.")
     if len(args) > 2:
@@ -161,7 +170,7 @@ def _p_addkeys(args, rest, name):
     return ("confirm " if value == 3 else "") + str(life)
 
 
-def _p_controlpersist(args, rest, name):
+def _p_controlpersist(args: Sequence[str], rest: str, name: str) -> Any:
     arg = one_arg(args)
     if arg in ("no", "false"):
         return "no"
@@ -173,14 +182,14 @@ def _p_controlpersist(args, rest, name):
     return "yes" if t == 0 else str(t)
 
 
-_LOGLEVELS = {"quiet": "SILENT", "silent": "SILENT", "fatal": "FATAL", "error": "ERROR", "info": "INFO",
-              "verbose": "VERBOSE", "debug": "DEBUG", "debug1": "DEBUG", "debug2": "DEBUG2",
-              "debug3": "DEBUG3"}
-_FACILITIES = {n.lower(): n for n in ("DAEMON", "USER", "AUTH", "AUTHPRIV", "LOCAL0", "LOCAL1", "LOCAL2",
-                                      "LOCAL3", "LOCAL4", "LOCAL5", "LOCAL6", "LOCAL7")}
+_LOGLEVELS = {"quiet": "SILENT", "silent": "SILENT", "fatal": "FATAL", "error": "ERROR",
+              "info": "INFO", "verbose": "VERBOSE", "debug": "DEBUG", "debug1": "DEBUG",
+              "debug2": "DEBUG2", "debug3": "DEBUG3"}
+_FACILITIES = {n.lower(): n for n in ("DAEMON", "USER", "AUTH", "AUTHPRIV", "LOCAL0", "LOCAL1",
+                                      "LOCAL2", "LOCAL3", "LOCAL4", "LOCAL5", "LOCAL6", "LOCAL7")}
 
 
-def _p_loglevel(args, rest, name):
+def _p_loglevel(args: Sequence[str], rest: str, name: str) -> Any:
     arg = one_arg(args)
     v = _LOGLEVELS.get(arg.lower())
     if v is None:
@@ -188,7 +197,7 @@ def _p_loglevel(args, rest, name):
     return v
 
 
-def _p_facility(args, rest, name):
+def _p_facility(args: Sequence[str], rest: str, name: str) -> Any:
     arg = one_arg(args)
     v = _FACILITIES.get(arg.lower())
     if v is None:
@@ -210,7 +219,7 @@ def _vis(c: int) -> str:
     return out + "-" + chr(c)
 
 
-def _p_escapechar(args, rest, name):
+def _p_escapechar(args: Sequence[str], rest: str, name: str) -> Any:
     arg = one_arg(args)
     raw = arg.encode("utf-8", "surrogateescape")
     if len(raw) == 1:
@@ -248,61 +257,175 @@ def _strtol0(s: str) -> Optional[int]:
     return -v if m.group(1) == "-" else v
 
 
-def _ipqosone_arg(arg: str) -> int:
-    v = _IPQOS_PARSE.get(arg.lower())
-    if v is not None:
-        return v
-    n = _strtol0(arg)
+_TOS_DEPRECATED = frozenset({"lowdelay", "throughput", "reliability"})
+
+
+def _ipqosone_arg(arg: str, v: OpenSSH) -> int:
+    low = arg.lower()
+    if v.ipqos_tos_ignored and low in _TOS_DEPRECATED:
+        return 0x7fffffff     # Debian 10.0: the TOS names are ignored ("none")
+    got = _IPQOS_PARSE.get(low)
+    if got is not None:
+        return got
+    if v.ipqos_strict:
+        n, err = strtonum(arg, 0, 255)
+        n = None if err else n
+    else:
+        n = _strtol0(arg)
     if n is None or n < 0 or n > 255:
         raise BadValue(f"Bad IPQoS value: {arg}")
     return n
 
 
-def _ipqos_show(v: int) -> str:
+def _ipqos_show(v: int, tos_ignored: bool = False) -> str:
+    if tos_ignored and v in (0x10, 0x08, 0x04):
+        return "0x%02x" % v        # the TOS names are no longer in the table
     return _IPQOS_SHOW.get(v) or "0x%02x" % v
 
 
-def _p_ipqos(args, rest, name):
+def _ipqos_parser(v: OpenSSH) -> Parser:
+    def parse(args: Sequence[str], rest: str, name: str) -> Any:
+        if not args:
+            raise BadValue("Missing argument.")
+        if len(args) > 2:
+            raise ExtraArguments()
+        a = _ipqosone_arg(args[0], v)
+        b = _ipqosone_arg(args[1], v) if len(args) > 1 else a
+        ign = v.ipqos_tos_ignored
+        return f"{_ipqos_show(a, ign)} {_ipqos_show(b, ign)}"
+    return parse
+
+
+def _p_keystroke(args: Sequence[str], rest: str, name: str) -> Any:
+    value = None
+    for arg in args:
+        if value is not None:
+            raise BadValue("invalid arguments")
+        if arg in ("yes", "true"):
+            value = 20
+        elif arg in ("no", "false"):
+            value = 0
+        elif arg.startswith("interval:"):
+            n, err = strtonum(arg[9:], -2147483648, 2147483647)
+            if err or n is None:
+                raise BadValue(f"integer value {err}.")
+            if n <= 0 or n > 1000:
+                raise BadValue("value out of range.")
+            value = n
+        else:
+            raise BadValue(f'unsupported argument "{arg}"')
+    if value is None:
+        raise BadValue("missing argument")
+    return "no" if value == 0 else "yes" if value == 20 else str(value)
+
+
+def _p_channeltimeout(args: Sequence[str], rest: str, name: str) -> Any:
     if not args:
-        raise BadValue("Missing argument.")
-    if len(args) > 2:
-        raise ExtraArguments()
-    a = _ipqosone_arg(args[0])
-    b = _ipqosone_arg(args[1]) if len(args) > 1 else a
-    return f"{_ipqos_show(a)} {_ipqos_show(b)}"
+        raise BadValue(f"no {name} specified")
+    for i, arg in enumerate(args):
+        if arg.lower() == "none":
+            if i > 0 or len(args) > 1:
+                raise BadValue(f'keyword {name} "none" argument must appear alone.')
+            continue
+        kind, eq, interval = arg.partition("=")
+        if not eq or kind == "" or convtime(interval) < 0:
+            raise BadValue(f"invalid channel timeout {arg}")
+    return list(args)
 
 
-_SCALE = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50, "e": 1 << 60}
+def _p_version_addendum(args: Sequence[str], rest: str, name: str) -> Any:
+    # 10.0 takes the rest of the line as it is: its attempt to cut a "#"
+    # comment acts on a copy, so the comment stays part of the value
+    if rest == "":
+        raise BadValue(f"{name} missing argument.")
+    if "\r" in rest:
+        raise BadValue(f"Invalid {name} argument")
+    return "" if rest.lower() == "none" else rest
+
+
+_LLONG_MAX = (1 << 63) - 1
+_SCALE_CHARS = "BKMGTPE"
+_MAX_DIGITS = 21
+
+
+def _cdiv(a: int, b: int) -> int:
+    """C integer division (truncates toward zero)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
 
 
 def _scan_scaled(s: str) -> Optional[int]:
-    m = re.fullmatch(r"\s*([+-]?)([0-9]+)(?:\.([0-9]+))?([bBkKmMgGtTpPeE]?)", s)
-    if not m:
-        return None
-    if m.group(1) == "-":
-        return None
-    whole = int(m.group(2))
-    frac = m.group(3) or ""
-    unit = _SCALE[m.group(4).lower()]
-    v = whole * unit
-    if frac:
-        if unit == 1:
+    """openbsd-compat ``scan_scaled()``: "1.5K" -> 1536; None where it fails.
+
+    Like the C code: leading white space and one sign are taken, a fraction
+    without a unit is dropped, anything may follow the unit letter but a
+    letter or digit.
+    """
+    p = 0
+    n = len(s)
+    while p < n and s[p] in " \t\n\v\f\r":
+        p += 1
+    sign = 0
+    while p < n and s[p] in "+-":
+        if sign:
             return None
-        v += int(frac) * unit // (10 ** len(frac))
-    if v >= 1 << 63:
+        sign = -1 if s[p] == "-" else 1
+        p += 1
+    whole = fpart = 0
+    ndigits = fract = 0
+    while p < n and (s[p].isascii() and s[p].isdigit() or s[p] == "."):
+        c = s[p]
+        p += 1
+        if c == ".":
+            if fract:
+                return None
+            fract = 1
+            continue
+        if fract:
+            if fract >= _MAX_DIGITS - 1:
+                continue
+            fract += 1
+            fpart = fpart * 10 + int(c)
+            if fpart > _LLONG_MAX:
+                return None
+        else:
+            ndigits += 1
+            if ndigits >= _MAX_DIGITS:
+                return None
+            whole = whole * 10 + int(c)
+            if whole > _LLONG_MAX:
+                return None
+    if sign:
+        whole *= sign
+    if p >= n:
+        return whole
+    unit = s[p].upper() if s[p].isascii() else ""
+    i = _SCALE_CHARS.find(unit) if unit else -1
+    if i < 0:
         return None
-    return v
+    if p + 1 < n and s[p + 1].isascii() and s[p + 1].isalnum():
+        return None
+    fact = 1 << (10 * i)
+    if whole > _LLONG_MAX // fact or whole < -(_LLONG_MAX + 1) // fact:
+        return None
+    whole *= fact
+    while fpart >= _LLONG_MAX // fact:
+        fpart //= 10
+        fract -= 1
+    fpart *= fact
+    for _ in range(fract - 1):
+        fpart //= 10
+    return whole - fpart if sign == -1 else whole + fpart
 
 
-def _p_rekeylimit(args, rest, name):
+def _p_rekeylimit(args: Sequence[str], rest: str, name: str) -> Any:
     if not args:
         raise BadValue("Missing argument.")
     if len(args) > 2:
         raise ExtraArguments()
     arg = args[0]
-    if arg == "default":
-        limit = 0
-    else:
+    limit: Optional[int] = 0
+    if arg != "default":
         limit = _scan_scaled(arg)
         if limit is None:
             raise BadValue(f"Bad number '{arg}': invalid")
@@ -316,7 +439,7 @@ def _p_rekeylimit(args, rest, name):
     return (str(limit), interval)
 
 
-def _p_bindmask(args, rest, name):
+def _p_bindmask(args: Sequence[str], rest: str, name: str) -> Any:
     arg = one_arg(args)
     m = re.match(r"\s*[+-]?[0-7]+", arg)
     if not m:
@@ -336,7 +459,7 @@ def _a2tunone_arg(s: str) -> str:
     return str(v)
 
 
-def _p_tundev(args, rest, name):
+def _p_tundev(args: Sequence[str], rest: str, name: str) -> Any:
     arg = one_arg(args)
     if ":" in arg:
         a, b = arg.split(":", 1)
@@ -344,8 +467,8 @@ def _p_tundev(args, rest, name):
     return f"{_a2tunone_arg(arg)}:any"
 
 
-def _algorithm_parser(supported: str, wildcard: bool, what: str):
-    def parse(args, rest, name):
+def _algorithm_parser(supported: str, wildcard: bool, what: str) -> Parser:
+    def parse(args: Sequence[str], rest: str, name: str) -> Any:
         arg = one_arg(args)
         if arg[0] != "-":
             body = arg[1:] if arg[0] in "+^" else arg
@@ -355,14 +478,14 @@ def _algorithm_parser(supported: str, wildcard: bool, what: str):
     return parse
 
 
-def _p_gsskex(args, rest, name):
+def _p_gsskex(args: Sequence[str], rest: str, name: str) -> Any:
     arg = one_arg(args)
     if not names_valid(arg, GSS_KEX, False):
         raise BadValue(f"Bad GSSAPI KexAlgorithms '{arg}'.")
     return arg
 
 
-def _p_charray(args, rest, name):
+def _p_charray(args: Sequence[str], rest: str, name: str) -> Any:
     if not args:
         raise BadValue("Missing argument.")
     for i, arg in enumerate(args):
@@ -373,13 +496,13 @@ def _p_charray(args, rest, name):
     return list(args)
 
 
-def _p_logverbose(args, rest, name):
+def _p_logverbose(args: Sequence[str], rest: str, name: str) -> Any:
     vals = _p_charray(args, rest, name)
     # OpenSSH 9.2 keeps only the first word of the first LogVerbose line.
     return vals[:1]
 
 
-def _p_canondomains(args, rest, name):
+def _p_canondomains(args: Sequence[str], rest: str, name: str) -> Any:
     if not args:
         raise BadValue("Missing argument.")
     out = []
@@ -390,11 +513,16 @@ def _p_canondomains(args, rest, name):
     return out
 
 
-def _p_cnames(args, rest, name):
+def _p_cnames(args: Sequence[str], rest: str, name: str) -> Any:
     if not args:
         raise BadValue("Missing argument.")
     out = []
-    for arg in args:
+    for i, arg in enumerate(args):
+        if arg.lower() == "none":
+            if i > 0 or len(args) > 1:
+                raise BadValue(f'keyword {name} "none" argument must appear alone.')
+            out.append("none:")      # set, but permits nothing; printed as "none"
+            continue
         if arg == "*":
             out.append("*:*")
             continue
@@ -406,7 +534,7 @@ def _p_cnames(args, rest, name):
     return out
 
 
-def _p_permitremoteopen(args, rest, name):
+def _p_permitremoteopen(args: Sequence[str], rest: str, name: str) -> Any:
     if not args:
         raise BadValue("Missing argument.")
     out = []
@@ -424,7 +552,7 @@ def _p_permitremoteopen(args, rest, name):
     return out
 
 
-def _p_sendenv(args, rest, name):
+def _p_sendenv(args: Sequence[str], rest: str, name: str) -> Any:
     if not args:
         raise BadValue("Missing argument.")
     for arg in args:
@@ -433,7 +561,7 @@ def _p_sendenv(args, rest, name):
     return list(args)
 
 
-def _p_setenv(args, rest, name):
+def _p_setenv(args: Sequence[str], rest: str, name: str) -> Any:
     if not args:
         raise BadValue("Missing argument.")
     out: List[str] = []
@@ -449,11 +577,11 @@ def _p_setenv(args, rest, name):
     return out
 
 
-def _p_none(args, rest, name):
+def _p_none(args: Sequence[str], rest: str, name: str) -> Any:
     return None
 
 
-def _p_include(args, rest, name):
+def _p_include(args: Sequence[str], rest: str, name: str) -> Any:
     if not args:
         raise BadValue("Missing argument.")
     for a in args:
@@ -474,21 +602,25 @@ class Option:
     ``deprecated``, ``unsupported``).
     """
 
-    __slots__ = ("name", "parse", "mode", "tokens")
+    __slots__ = ("name", "parse", "mode")
 
-    def __init__(self, name: str, parse: Callable, mode: str = "first", tokens: str = ""):
+    def __init__(self, name: str, parse: Parser, mode: str = "first"):
         self.name = name
         self.parse = parse
         self.mode = mode
-        self.tokens = tokens
 
 
-def _table() -> Tuple[Dict[str, Option], Dict[str, str]]:
+def _table(v: OpenSSH) -> Tuple[Dict[str, Option], Dict[str, str]]:
     opts: Dict[str, Option] = {}
     alias: Dict[str, str] = {}
 
-    def add(name, parse, mode="first", aliases=(), tokens=""):
-        opts[name] = Option(name, parse, mode, tokens)
+    algos = v.algorithms
+
+    def add(name: str, parse: Parser, mode: str = "first",
+            aliases: Sequence[str] = ()) -> None:
+        if not v.knows(name):
+            return
+        opts[name] = Option(name, parse, mode)
         alias[name] = name
         for a in aliases:
             alias[a] = name
@@ -520,47 +652,54 @@ def _table() -> Tuple[Dict[str, Option], Dict[str, str]]:
               "revokedhostkeys", "ignoreunknown", "gssapiclientidentity", "gssapiserveridentity"):
         add(n, _p_string)
     add("pkcs11provider", _p_string, aliases=("smartcarddevice",))
-    add("controlpath", _p_string, tokens="%$~")
-    add("identityagent", _p_agent_path, tokens="%$~")
-    add("forwardagent", _p_forwardagent, mode="forwardagent", tokens="%$~")
+    add("controlpath", _p_string)
+    add("identityagent", _p_agent_path)
+    add("forwardagent", _p_forwardagent, mode="forwardagent")
     add("addkeystoagent", _p_addkeys)
     add("controlpersist", _p_controlpersist)
     add("proxycommand", _p_command)
     add("localcommand", _p_command)
-    add("remotecommand", _p_command, tokens="%")
+    add("remotecommand", _p_command)
     add("knownhostscommand", _p_command)
     add("proxyjump", parse_proxyjump, mode="proxyjump")
-    add("ciphers", _algorithm_parser(ALGORITHMS["ciphers"][0], False, "SSH2 cipher spec"))
-    add("macs", _algorithm_parser(ALGORITHMS["macs"][0], False, "SSH2 MAC spec"))
-    add("kexalgorithms", _algorithm_parser(ALGORITHMS["kexalgorithms"][0], False, "SSH2 KexAlgorithms"))
-    add("hostkeyalgorithms", _algorithm_parser(ALGORITHMS["hostkeyalgorithms"][0], True, "key types"))
-    add("hostbasedacceptedalgorithms", _algorithm_parser(ALGORITHMS["hostkeyalgorithms"][0], True, "key types"),
+    add("ciphers", _algorithm_parser(algos["ciphers"][0], False, "SSH2 cipher spec"))
+    add("macs", _algorithm_parser(algos["macs"][0], False, "SSH2 MAC spec"))
+    add("kexalgorithms", _algorithm_parser(algos["kexalgorithms"][0], False, "SSH2 KexAlgorithms"))
+    add("hostkeyalgorithms", _algorithm_parser(algos["hostkeyalgorithms"][0], True, "key types"))
+    add("hostbasedacceptedalgorithms",
+        _algorithm_parser(algos["hostkeyalgorithms"][0], True, "key types"),
         aliases=("hostbasedkeytypes",))
-    add("pubkeyacceptedalgorithms", _algorithm_parser(ALGORITHMS["hostkeyalgorithms"][0], True, "key types"),
+    add("pubkeyacceptedalgorithms",
+        _algorithm_parser(algos["hostkeyalgorithms"][0], True, "key types"),
         aliases=("pubkeyacceptedkeytypes",))
-    add("casignaturealgorithms", _algorithm_parser(ALGORITHMS["casignaturealgorithms"][0], True, "key types"))
+    add("casignaturealgorithms",
+        _algorithm_parser(algos["casignaturealgorithms"][0], True, "key types"))
     add("gssapikexalgorithms", _p_gsskex)
     add("loglevel", _p_loglevel)
     add("syslogfacility", _p_facility)
     add("logverbose", _p_logverbose)
     add("escapechar", _p_escapechar)
-    add("ipqos", _p_ipqos)
+    add("ipqos", _ipqos_parser(v))
     add("rekeylimit", _p_rekeylimit, mode="rekeylimit")
     add("streamlocalbindmask", _p_bindmask)
     add("tunneldevice", _p_tundev)
     add("identityfile", _p_string, mode="accum", aliases=("identityfile2",))
     add("certificatefile", _p_string, mode="accum")
-    add("localforward", forward_parser("local"), mode="forward", tokens="%")
-    add("remoteforward", forward_parser("remote"), mode="forward", tokens="%")
-    add("dynamicforward", forward_parser("dynamic"), mode="forward", tokens="%")
+    add("localforward", forward_parser("local"), mode="forward")
+    add("remoteforward", forward_parser("remote"), mode="forward")
+    add("dynamicforward", forward_parser("dynamic"), mode="forward")
     add("sendenv", _p_sendenv, mode="sendenv")
     add("setenv", _p_setenv)
     add("canonicaldomains", _p_canondomains)
     add("canonicalizepermittedcnames", _p_cnames)
     add("globalknownhostsfile", _p_charray)
-    add("userknownhostsfile", _p_charray, tokens="%$~")
+    add("userknownhostsfile", _p_charray)
     add("permitremoteopen", _p_permitremoteopen)
     add("include", _p_include, mode="include")
+    add("tag", _p_string)
+    add("obscurekeystroketiming", _p_keystroke)
+    add("channeltimeout", _p_channeltimeout)
+    add("versionaddendum", _p_version_addendum)
     add("host", _p_none, mode="host")
     add("match", _p_none, mode="match")
     add("protocol", _p_none, mode="ignore")
@@ -574,7 +713,25 @@ def _table() -> Tuple[Dict[str, Option], Dict[str, str]]:
     return opts, alias
 
 
-OPTIONS, KEYWORDS = _table()
+class OptionTable:
+    """The options one OpenSSH release knows: canonical name -> Option, keyword -> name."""
+
+    __slots__ = ("version", "options", "keywords")
+
+    def __init__(self, version: OpenSSH):
+        self.version = version
+        self.options, self.keywords = _table(version)
+
+
+@functools.lru_cache(maxsize=None)
+def options_for(version: OpenSSH) -> OptionTable:
+    """The option table of ``version`` (built once per release record)."""
+    return OptionTable(version)
+
+
+# The newest release's table: every keyword sshpipe knows (for edits and lookups).
+_NEWEST_TABLE = options_for(VERSIONS[NEWEST])
+OPTIONS, KEYWORDS = _NEWEST_TABLE.options, _NEWEST_TABLE.keywords
 
 # Keys whose resolved value is a list (several lines, or several words on one
 # line, in ``ssh -G``); every other key maps to one string.
@@ -582,27 +739,5 @@ LIST_KEYS = frozenset({
     "identityfile", "certificatefile", "localforward", "remoteforward", "dynamicforward",
     "sendenv", "setenv", "canonicaldomains", "canonicalizepermittedcnames",
     "globalknownhostsfile", "userknownhostsfile", "logverbose", "permitremoteopen",
+    "channeltimeout",
 })
-
-# Output order of ``ssh -G`` (OpenSSH 9.2, Debian).
-DUMP_ORDER = tuple("""
-host user hostname port addressfamily batchmode canonicalizefallbacklocal canonicalizehostname
-checkhostip compression controlmaster enablesshkeysign clearallforwardings exitonforwardfailure
-fingerprinthash forwardx11 forwardx11trusted gatewayports gssapiauthentication gssapikeyexchange
-gssapidelegatecredentials gssapitrustdns gssapirenewalforcesrekey gssapiclientidentity
-gssapiserveridentity gssapikexalgorithms hashknownhosts hostbasedauthentication identitiesonly
-kbdinteractiveauthentication nohostauthenticationforlocalhost passwordauthentication
-permitlocalcommand proxyusefdpass pubkeyauthentication requesttty sessiontype stdinnull
-forkafterauthentication streamlocalbindunlink stricthostkeychecking tcpkeepalive tunnel
-verifyhostkeydns visualhostkey updatehostkeys enableescapecommandline canonicalizemaxdots
-connectionattempts forwardx11timeout numberofpasswordprompts serveralivecountmax
-serveraliveinterval requiredrsasize bindaddress bindinterface ciphers controlpath
-hostkeyalgorithms hostkeyalias hostbasedacceptedalgorithms identityagent ignoreunknown
-kbdinteractivedevices kexalgorithms casignaturealgorithms localcommand remotecommand loglevel
-macs pkcs11provider securitykeyprovider preferredauthentications pubkeyacceptedalgorithms
-revokedhostkeys xauthlocation knownhostscommand dynamicforward localforward remoteforward
-identityfile canonicaldomains certificatefile globalknownhostsfile userknownhostsfile sendenv
-setenv logverbose permitremoteopen addkeystoagent forwardagent connecttimeout tunneldevice
-canonicalizepermittedcnames controlpersist escapechar ipqos rekeylimit streamlocalbindmask
-syslogfacility proxycommand proxyjump
-""".split())

@@ -1,92 +1,63 @@
-"""Resolve a host's settings with the semantics of ``ssh -G`` (OpenSSH 9.2).
+"""Resolve a host's settings with the semantics of ``ssh -G``.
 
 The order of work follows ``ssh.c``:
 
-1. first pass over the file(s) with the host name as typed (Host patterns
+1. the destination is split (``user@host``, ``ssh://user@host:port``) and
+   checked; ``-l``/``-p`` values are set first, so they win;
+2. first pass over the file(s) with the host name as typed (Host patterns
    match it case-sensitively; ``Match host`` compares lower-cased);
-2. HostName is expanded (``%h``) and the name lower-cased unless it is an
-   address;
-3. when CanonicalizeHostname is on or some ``Match final`` was seen, a second
+3. the host name ssh will use is worked out (:mod:`._canon`: HostName,
+   address literals, CanonicalDomains, CNAMEs);
+4. when CanonicalizeHostname is on or some ``Match final`` was seen, a second
    pass runs with the new name and ``canonical``/``final`` true;
-4. defaults are filled in, then the options ``ssh`` expands before it would
-   connect (ControlPath, IdentityAgent, ForwardAgent paths,
-   UserKnownHostsFile, RemoteCommand, forward socket paths) get ``~``,
-   ``%`` tokens and ``${ENV}``, and the result is laid out as ``ssh -G``
-   prints it.
+5. :mod:`._dump` fills defaults, expands and lays the result out.
 
-"First obtained value wins" is a dict membership test; blocks that do not
-apply are skipped whole unless they hold something OpenSSH looks at anyway.
+Match lines are evaluated by :mod:`._match`.  Each directive kind is one
+function in :data:`APPLY` ("first obtained value wins" is a dict membership
+test); blocks that do not apply are skipped whole unless they hold something
+OpenSSH looks at anyway.
 """
 from __future__ import annotations
 
-import glob as _glob
-import hashlib
-import os
-import socket
-import subprocess
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
+from sshpipe.config._canon import canonical_host
 from sshpipe.config._compile import (
-    OP_ACCUM, OP_ENVCHECK, OP_FIRST, OP_FORWARD, OP_FWDAGENT, OP_INCLUDE, OP_JUMP,
-    OP_LAST_ALWAYS, OP_LOGVERBOSE, OP_REKEY, OP_SENDENV, OP_SETENV, OP_UNKNOWN,
-    Block, CompiledFile,
+    OP_ACCUM, OP_ENVCHECK, OP_FIRST, OP_FIRST_LIMITED, OP_FORWARD, OP_FORWARD_ENV, OP_FWDAGENT,
+    OP_INCLUDE, OP_JUMP, OP_LAST_ALWAYS, OP_LOGVERBOSE, OP_REKEY, OP_SENDENV, OP_SETENV,
+    OP_UNKNOWN, SCAN_OPS, MAX_IDENTITY_FILES, CompiledFile,
 )
-from sshpipe.config._forwards import parse_ssh_uri
-from sshpipe.config._options import (
-    ALGORITHMS, DUMP_ORDER, BadValue, assemble_algorithms,
-)
-from sshpipe.config._patterns import PatternList, cidr_list_match, match_pattern
-from sshpipe.config._tokens import Context, expand_tokens, local_addresses, tilde_expand
+from sshpipe.config._context import Context
+from sshpipe.config._dump import finish, valid_ruser
+from sshpipe.config._files import include_paths
+from sshpipe.config._forwards import parse_forward_spec, parse_ssh_uri
+from sshpipe.config._match import evaluate_match, match_host
+from sshpipe.config._patterns import PatternList, match_pattern
+from sshpipe.config._tokens import connection_tokens, expand_tokens
+from sshpipe.config._values import BadValue
 from sshpipe.errors import SSHConfigError
 
-__all__ = ["Resolver", "MAX_INCLUDE_DEPTH", "include_paths"]
+__all__ = ["Resolver", "Pass", "MAX_INCLUDE_DEPTH", "APPLY"]
 
 # OpenSSH's READCONF_MAX_DEPTH: an Include chain (or loop) deeper than this is
 # refused.  Same number, so that the same files are accepted.
 MAX_INCLUDE_DEPTH = 16
 
 
-def _valid_hostname(s: str) -> bool:
-    """ssh's check of a host name typed by the user (no shell metacharacters)."""
+def valid_hostname(s: str) -> bool:
+    """ssh's ``ssh_valid_hostname()`` (Debian's): no shell metacharacters, no controls."""
     if s.startswith("-"):
         return False
-    return not any(c in "'`\"$\\;&<>|(){}," or c.isspace() or ord(c) < 32 or ord(c) == 127
-                   for c in s)
+    return not any(c in "'`\"$\\;&<>|(){}," or c in " \t\n\v\f\r" or ord(c) < 32
+                   or ord(c) == 127 for c in s)
 
 
-def _valid_ruser(s: str) -> bool:
-    """ssh's check of a user name given with -l or user@host."""
-    if s.startswith("-"):
-        return False
-    for i, c in enumerate(s):
-        if c in "'`\";&<>|(){}":
-            return False
-        nxt = s[i + 1] if i + 1 < len(s) else ""
-        if c.isspace() and nxt == "-":
-            return False
-        if c == "\\" and nxt == "":
-            return False
-    return True
+class Pass:
+    """The state of one pass over the files."""
 
+    __slots__ = ("o", "host", "original", "final", "want_final")
 
-def _is_addr(host: str) -> bool:
-    try:
-        socket.inet_aton(host)
-        return True
-    except OSError:
-        pass
-    try:
-        socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
-        return True
-    except OSError:
-        return False
-
-
-# ---------------------------------------------------------------- resolver
-class _Pass:
-    __slots__ = ("o", "host", "original", "final", "want_final", "fwd_local", "fwd_remote")
-
-    def __init__(self, o, host, original, final):
+    def __init__(self, o: Dict[str, Any], host: str, original: str, final: bool):
         self.o = o
         self.host = host
         self.original = original
@@ -94,30 +65,30 @@ class _Pass:
         self.want_final = False
 
 
+Loader = Callable[[str, CompiledFile, int], Optional[CompiledFile]]
+Item = Tuple[Any, ...]      # one compiled directive: (op code, ...)
+
+
 class Resolver:
     """Runs the passes of one resolution over a compiled file tree.
 
-    ``loader(path)`` returns the CompiledFile for an included path (cached by
-    the caller).
+    ``loader(path, including_file, lineno)`` returns the CompiledFile for an
+    included path, or None when it does not exist (it raises SSHConfigError
+    for a file ssh refuses).
     """
 
-    def __init__(self, root: CompiledFile, ctx: Context,
-                 loader: Callable[[str], CompiledFile]):
+    def __init__(self, root: CompiledFile, ctx: Context, loader: Loader):
         self.root = root
         self.ctx = ctx
         self.loader = loader
 
-    # ------------------------------------------------------------ errors
-    def _err(self, reason: str, cf: Optional[CompiledFile] = None, line: Optional[int] = None):
-        return SSHConfigError(reason, cf.path if cf is not None else None, line)
-
     # ------------------------------------------------------------ passes
-    def resolve(self, host_arg: str, user: Optional[str], port: Optional[int]) -> Dict[str, object]:
+    def resolve(self, host_arg: str, user: Optional[str], port: Optional[int]) -> Dict[str, Any]:
         # the destination as ssh takes it: "user@host" or "ssh://user@host:port";
         # -l/-p (our user/port) win over what the destination says
         if host_arg.lower().startswith("ssh://"):
             uri = parse_ssh_uri(host_arg)
-            if uri is None:
+            if uri is None or isinstance(uri, int):  # None: bad; 1: not a URI
                 raise SSHConfigError(f"invalid destination {host_arg!r}")
             uri_user, host_arg, uri_port = uri
             if user is None and uri_user is not None:
@@ -130,494 +101,237 @@ class Resolver:
                 raise SSHConfigError("invalid destination: empty user name")
             if user is None:
                 user = uri_user
-        if not _valid_hostname(host_arg):
-            raise SSHConfigError(f"hostname contains invalid characters: {host_arg!r}")
-        if user is not None and not _valid_ruser(user):
+        if user is not None and not valid_ruser(user):
             raise SSHConfigError(f"remote username contains invalid characters: {user!r}")
-        o: Dict[str, object] = {"_lfwd": [], "_rfwd": []}
+        if not valid_hostname(host_arg):
+            raise SSHConfigError(f"hostname contains invalid characters: {host_arg!r}")
+        o: Dict[str, Any] = {"_lfwd": [], "_rfwd": []}
         if user is not None:
             o["user"] = user
+            o["_user_cmdline"] = True
         if port is not None:
             if not 0 < int(port) < 65536:
                 raise SSHConfigError(f"Bad port '{port}'.")
             o["port"] = str(int(port))
-        st = _Pass(o, host_arg, host_arg, False)
+        if self.ctx.tag is not None:
+            o["tag"] = self.ctx.tag
+        st = Pass(o, host_arg, host_arg, False)
         self._run(self.root, st, nevermatch=False, depth=0)
+        # fill_default_options_for_canonicalization(): set now, so a value for
+        # these in the second pass (Match final, Host CANONICAL) has no effect
+        o.setdefault("canonicalizemaxdots", "1")
+        o.setdefault("canonicalizefallbacklocal", "yes")
+        o.setdefault("canonicalizehostname", "false")
         host = host_arg
         if "hostname" in o:
-            host = self._expand_hostname(o["hostname"], host_arg)
+            host = match_host(st, self.ctx)
             o["hostname"] = host
-        if not _is_addr(host):
-            host = host.lower()
-        canon = o.get("canonicalizehostname", "false")
-        host = self._cname(o, host, canon)
-        if canon != "false" or st.want_final:
+        host, _ = canonical_host(o, host, self.ctx, self.root.path)
+        if o.get("canonicalizehostname", "false") != "false" or st.want_final:
             o["hostname"] = host
-            st2 = _Pass(o, host, host_arg, True)
-            self._run(self.root, st2, nevermatch=False, depth=0)
-        return self._finish(o, host_arg, host)
+            self._run(self.root, Pass(o, host, host_arg, True), nevermatch=False, depth=0)
+        return finish(o, host_arg, host, self.ctx, self.root.path)
 
-    def _cname(self, o, host: str, canon: str) -> str:
-        cnames = o.get("canonicalizepermittedcnames")
-        if not cnames:
-            return host
-        direct = o.get("proxycommand") in (None, "none") and "_jump" not in o
-        if not (direct or canon == "always"):
-            return host
-        resolver = self.ctx.resolver or _default_resolver
-        cname = resolver(host)
-        if cname is None:
-            if direct:
-                raise SSHConfigError(f"Could not resolve hostname {host}", self.root.path)
-            return host
-        if not cname or cname == host or canon == "false":
-            return host
-        if not direct and canon != "always":
-            return host
-        for rule in cnames:
-            src, _, dst = rule.partition(":")
-            if PatternList(src, True).match(host) == 1 and PatternList(dst, True).match(cname) == 1:
-                return cname
-        return host
-
-    def _expand_hostname(self, value: str, host_arg: str) -> str:
-        try:
-            return expand_tokens(value, {"h": host_arg}, None, "percent_expand")
-        except BadValue as exc:
-            raise SSHConfigError(f"HostName {value!r}: {exc}", self.root.path) from None
-
-    def _run(self, cf: CompiledFile, st: _Pass, nevermatch: bool, depth: int) -> None:
+    def _run(self, cf: CompiledFile, st: Pass, nevermatch: bool, depth: int) -> None:
         o = st.o
         active = not nevermatch
         blocks = cf.blocks
         if not nevermatch:
             # skip Host blocks that cannot apply and hold nothing ssh reads anyway
-            blocks = [blocks[i] for i in cf.index().candidates(blocks, st.host)]
+            blocks = [blocks[i] for i in cf.index().candidates(st.host)]
         for block in blocks:
             kind = block.kind
             if kind == "host":
-                active = (not nevermatch) and block.host.match(st.host)
+                pats = block.host
+                active = (not nevermatch) and pats is not None and pats.match(st.host)
             elif kind == "match":
-                value = self._match(block, st, cf)
+                value = evaluate_match(block, st, self.ctx, cf)
                 active = (not nevermatch) and value
             if active:
                 for it in block.items:
-                    op = it[0]
-                    if op == OP_FIRST:
+                    if it[0] == OP_FIRST:
                         if it[1] not in o:
                             o[it[1]] = it[2]
                     else:
-                        self._apply(it, st, cf, depth, True)
+                        APPLY[it[0]](self, it, st, cf, depth, True)
             elif block.scan:
                 for it in block.items:
-                    if it[0] in (OP_INCLUDE, OP_UNKNOWN, OP_ENVCHECK, OP_LAST_ALWAYS):
-                        self._apply(it, st, cf, depth, False)
+                    if it[0] in SCAN_OPS:
+                        APPLY[it[0]](self, it, st, cf, depth, False)
 
-    def _apply(self, it, st: _Pass, cf: CompiledFile, depth: int, active: bool) -> None:
-        o = st.o
-        op = it[0]
-        if op == OP_ACCUM:
-            lst = o.setdefault(it[1], [])
-            if it[2] not in lst:
-                lst.append(it[2])
-        elif op == OP_FORWARD:
-            lst = o["_rfwd"] if it[1] == "remoteforward" else o["_lfwd"]
-            if it[2] not in lst:
-                lst.append(it[2])
-        elif op == OP_SENDENV:
-            lst = o.setdefault("sendenv", [])
-            for word in it[2]:
-                if word.startswith("-"):
-                    pat = word[1:]
-                    lst[:] = [e for e in lst if not match_pattern(e, pat)]
-                else:
-                    lst.append(word)
-        elif op == OP_SETENV:
-            if "setenv" not in o:
-                o["setenv"] = list(it[2])
-        elif op == OP_LOGVERBOSE:
-            if "logverbose" not in o:
-                o["logverbose"] = list(it[2])
-        elif op == OP_JUMP:
-            if "proxycommand" not in o and "_jump" not in o:
-                o["_jump"] = it[2]
-                if it[2][0] != "none":
-                    o["proxycommand"] = "none"
-        elif op == OP_FWDAGENT:
-            flag, path = it[2]
-            if "forwardagent" not in o:
-                o["forwardagent"] = flag
-            if path is not None and "_fwdagentpath" not in o:
-                o["_fwdagentpath"] = path
-        elif op == OP_REKEY:
-            limit, interval = it[2]
-            if "_rekeylimit" not in o:
-                o["_rekeylimit"] = limit
-            if interval is not None and "_rekeyinterval" not in o:
-                o["_rekeyinterval"] = interval
-        elif op == OP_LAST_ALWAYS:
-            o[it[1]] = it[2]
-        elif op == OP_UNKNOWN:
-            ign = o.get("ignoreunknown")
-            if ign is None or PatternList(ign, lower=True).match(it[1]) != 1:
-                raise self._err(f"Bad configuration option: {it[1]}", cf, it[2])
-        elif op == OP_ENVCHECK:
-            try:
-                expand_tokens(it[1].replace("%", "%%"), {}, self.ctx.environ, "dollar_expand")
-            except BadValue:
-                raise self._err(f"Invalid environment expansion {it[1]}.", cf, it[2]) from None
-        elif op == OP_INCLUDE:
-            self._include(it[1], it[2], st, cf, depth, active)
-        elif op == OP_FIRST:
-            if it[1] not in o:
-                o[it[1]] = it[2]
-
-    def _include(self, patterns: List[str], lineno: int, st: _Pass, cf: CompiledFile,
-                 depth: int, active: bool) -> None:
+    # ------------------------------------------------------------ Include
+    def _include(self, it: Item, st: Pass, cf: CompiledFile, depth: int, active: bool) -> None:
+        ctx = self.ctx
+        patterns, lineno = it[1], it[2]
         for arg in patterns:
-            for path in include_paths(arg, self.ctx.home):
-                if depth + 1 > MAX_INCLUDE_DEPTH:
-                    raise self._err("Too many recursive configuration includes", cf, lineno)
-                try:
-                    sub = self.loader(path)
-                except FileNotFoundError:
+            if ctx.version.include_expands_tokens:
+                arg = self._include_tokens(arg, st, cf, lineno)
+                if arg is None:
                     continue
-                except IsADirectoryError:
-                    continue   # ssh reads a directory as an empty file
+            for path in include_paths(arg, ctx.home, ctx.accounts, ctx.environ):
+                if depth + 1 > MAX_INCLUDE_DEPTH:
+                    raise SSHConfigError("Too many recursive configuration includes",
+                                         cf.path, lineno)
+                sub = self.loader(path, cf, lineno)
+                if sub is None:
+                    continue
                 self._run(sub, st, nevermatch=not active, depth=depth + 1)
 
-    # ------------------------------------------------------------ Match
-    def _match(self, block: Block, st: _Pass, cf: CompiledFile) -> bool:
-        post_canon = st.final
-        if block.match_all is not None and not block.match:
-            return block.match_all
+    def _include_tokens(self, arg: str, st: Pass, cf: CompiledFile, lineno: int) -> Optional[str]:
+        """9.9+: Include paths get %tokens and ${ENV}; a failed expansion is fatal, as in ssh."""
         o = st.o
-        ctx = self.ctx
-        if "hostname" in o:
-            host = self._expand_hostname(o["hostname"], st.host)
-        else:
-            host = st.host
-        result = True
-        for crit in block.match:
-            a = crit.attr
-            if a == "canonical" or a == "final":
-                if a == "final":
-                    st.want_final = True
-                r = post_canon
-            elif a == "host":
-                r = crit.patterns.match(host.lower()) == 1
-            elif a == "originalhost":
-                r = crit.patterns.match(st.original.lower()) == 1
-            elif a == "user":
-                r = crit.patterns.match(o.get("user", ctx.local_user)) == 1
-            elif a == "localuser":
-                r = crit.patterns.match(ctx.local_user) == 1
-            elif a == "localnetwork":
-                addrs = ctx.local_addresses if ctx.local_addresses is not None else local_addresses()
-                r = cidr_list_match(addrs, crit.arg)
-            elif a == "exec":
-                if not result:
-                    continue
-                r = self._exec(crit.arg, host, st, cf, block.lineno)
-            else:  # pragma: no cover - rejected when compiling
-                raise self._err(f"Unsupported Match attribute {a}", cf, block.lineno)
-            if r == crit.negate:
-                result = False
-        if block.match_all is not None:
-            return result and block.match_all
-        return result
-
-    def _exec(self, arg: str, host: str, st: _Pass, cf: CompiledFile, lineno: int) -> bool:
-        ctx = self.ctx
-        o = st.o
-        port = o.get("port", "22")
-        ruser = o.get("user", ctx.local_user)
-        short = ctx.local_hostname.split(".", 1)[0]
-        tokens = {
-            "C": hashlib.sha1((ctx.local_hostname + host + port + ruser).encode()).hexdigest(),
-            "L": short, "d": ctx.home, "h": host,
-            "k": o.get("hostkeyalias", host), "l": ctx.local_hostname, "n": st.original,
-            "p": port, "r": ruser, "u": ctx.local_user, "i": str(ctx.uid),
-        }
+        host = match_host(st, self.ctx)
+        jump = o.get("_jump")
+        jump_host = jump[0] if jump is not None and jump[0].lower() != "none" else None
+        tokens = connection_tokens(self.ctx, host, st.original, str(o.get("port", "22")),
+                                   str(o.get("user", self.ctx.local_user)),
+                                   str(o.get("hostkeyalias", host)), jump_host)
         try:
-            cmd = expand_tokens(arg, tokens, None, "percent_expand")
-        except BadValue as exc:
-            raise self._err(str(exc), cf, lineno) from None
-        if not ctx.allow_exec:
-            raise self._err(f"Match exec '{cmd}' not run: pass allow_exec=True to allow it", cf, lineno)
-        shell = ctx.environ.get("SHELL") or "/bin/sh"
-        try:
-            res = subprocess.run([shell, "-c", cmd], stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, env=dict(ctx.environ))
-        except OSError as exc:
-            raise self._err(f"match exec '{cmd}' error: {exc}", cf, lineno) from None
-        if res.returncode < 0:
-            raise self._err(f"match exec '{cmd}' error", cf, lineno)
-        return res.returncode == 0
-
-    # ------------------------------------------------------------ defaults + dump
-    def _finish(self, o: Dict[str, object], host_arg: str, host: str) -> Dict[str, object]:
-        ctx = self.ctx
-        r: Dict[str, object] = {}
-        try:
-            return self._finish_inner(o, r, host_arg, host, ctx)
-        except BadValue as exc:
-            raise SSHConfigError(f"{host_arg}: {exc}", self.root.path) from None
-
-    def _finish_inner(self, o, r, host_arg, host, ctx):
-        get = o.get
-        user = get("user", ctx.local_user)
-        port = get("port", "22")
-        jump = get("_jump")
-        if jump is not None and jump[0] == "none" and jump[1] is None and jump[2] in (None, -1, 0):
-            jump = None
-        for key in ("localcommand", "remotecommand", "proxycommand", "controlpath",
-                    "revokedhostkeys", "pkcs11provider", "knownhostscommand"):
-            if get(key) == "none":
-                del o[key]
-        if get("securitykeyprovider") == "none":
-            o["securitykeyprovider"] = None
-        # updatehostkeys default (before the known-hosts defaults are added)
-        ukh = get("userknownhostsfile")
-        if "updatehostkeys" not in o:
-            vdns = get("verifyhostkeydns", "false")
-            if vdns == "false" and (ukh is None or ukh == ["~/.ssh/known_hosts"]):
-                o["updatehostkeys"] = "true"
-            else:
-                o["updatehostkeys"] = "false"
-        if get("clearallforwardings") == "yes":
-            o["_lfwd"] = []
-            o["_rfwd"] = []
-            o["tunnel"] = "false"
-        if jump is not None:
-            jport = jump[2] if jump[2] and jump[2] > 0 else 22
-            juser = jump[1] if jump[1] is not None else user
-            if jump[0] == host and int(port) == jport and user == juser:
-                raise BadValue(f"jumphost loop via {jump[0]}")
-            o["proxyusefdpass"] = "no"
-            o.pop("proxycommand", None)
-        hka = get("hostkeyalias")
-        if hka is not None:
-            o["hostkeyalias"] = hka.lower()
-        if get("proxycommand") == "-" and get("proxyusefdpass") == "yes":
-            raise BadValue("ProxyCommand=- and ProxyUseFDPass are incompatible")
-        if get("updatehostkeys") == "ask":
-            if (get("controlpersist", "no") != "no" and get("controlpath") is not None) \
-                    or get("remotecommand") is not None or get("requesttty") == "false" \
-                    or get("loglevel", "INFO") in ("SILENT", "FATAL", "ERROR"):
-                o["updatehostkeys"] = "false"
-        if int(get("connectionattempts", "1")) <= 0:
-            raise BadValue("Invalid number of ConnectionAttempts")
-        if get("forkafterauthentication") == "yes" and get("remotecommand") is None \
-                and get("sessiontype", "default") != "none":
-            raise BadValue("Cannot fork into background without a command to execute.")
-        # SecurityKeyProvider: "internal" by default; "none" clears it; a "$VAR"
-        # is only looked up when a key is used, after ``ssh -G`` prints.
-        if "securitykeyprovider" not in o:
-            o["securitykeyprovider"] = "internal"
-        if "serveraliveinterval" not in o and get("batchmode") == "yes":
-            # Debian: BatchMode implies a 300 s ServerAliveInterval
-            o["serveraliveinterval"] = "300"
-
-        short = ctx.local_hostname.split(".", 1)[0]
-        tokens = {
-            "C": hashlib.sha1((ctx.local_hostname + host + port + user).encode()).hexdigest(),
-            "L": short, "i": str(ctx.uid), "k": o.get("hostkeyalias") or host_arg,
-            "l": ctx.local_hostname, "n": host_arg, "p": port, "d": ctx.home, "h": host,
-            "r": user, "u": ctx.local_user,
-        }
-        env = ctx.environ
-        home = ctx.home
-
-        def pde(v, what):
-            return expand_tokens(tilde_expand(v, home, ctx.local_user), tokens, env, what)
-
-        if get("remotecommand") is not None:
-            o["remotecommand"] = expand_tokens(o["remotecommand"], tokens, None, "percent_expand")
-        if get("controlpath") is not None:
-            o["controlpath"] = pde(o["controlpath"], "percent_dollar_expand")
-        if get("identityagent") is not None:
-            o["identityagent"] = pde(o["identityagent"], "percent_dollar_expand")
-        if get("_fwdagentpath") is not None:
-            path = pde(o["_fwdagentpath"], "percent_dollar_expand")
-            o["_fwdagentpath"] = path
-            if not os.path.exists(path) and get("exitonforwardfailure") == "yes":
-                raise BadValue(f'Cannot forward agent socket path "{path}"')
-        gkh = get("globalknownhostsfile")
-        if gkh is not None and gkh[0].lower() == "none" and len(gkh) > 1:
-            raise BadValue('Invalid GlobalKnownHostsFiles: "none" appears with other entries')
-        if ukh is not None:
-            if ukh[0].lower() == "none":
-                ukh_out = ["none"]
-            else:
-                ukh_out = [pde(v, "percent_dollar_expand") for v in ukh]
-        else:
-            ukh_out = [f"{home}{'' if home.endswith('/') else '/'}.ssh/known_hosts",
-                       f"{home}{'' if home.endswith('/') else '/'}.ssh/known_hosts2"]
-
-        def fwd_paths(lst):
-            out = []
-            for f in lst:
-                lh, lp, ch, cp, lpath, cpath = f
-                if lpath:
-                    lp = expand_tokens(lp, tokens, None, "percent_expand")
-                if cpath:
-                    cp = expand_tokens(cp, tokens, None, "percent_expand")
-                out.append((lh, lp, ch, cp, lpath, cpath))
-            return out
-
-        lfwd = fwd_paths(o["_lfwd"])
-        rfwd = fwd_paths(o["_rfwd"])
-
-        # ---- assemble the output in ssh -G order
-        d = _DEFAULTS
-        r["host"] = host_arg
-        r["user"] = user
-        r["hostname"] = host
-        r["port"] = port
-        for key in _SIMPLE_KEYS:
-            v = get(key)
-            if v is None:
-                v = d.get(key)
-            if v is not None:
-                r[key] = v
-        for key, (supported, default) in ALGORITHMS.items():
-            r[key] = assemble_algorithms(get(key), default, supported)
-        r["loglevel"] = get("loglevel", "INFO")
-        dyn = [_fmt_fwd(f, False) for f in lfwd if f[2] is None or f[2] == "socks"]
-        loc = [_fmt_fwd(f, True) for f in lfwd if not (f[2] is not None and f[2] == "socks")]
-        rem = [_fmt_fwd(f, True) for f in rfwd]
-        if dyn:
-            r["dynamicforward"] = dyn
-        if loc:
-            r["localforward"] = loc
-        if rem:
-            r["remoteforward"] = rem
-        r["identityfile"] = list(get("identityfile") or _DEFAULT_IDS)
-        r["canonicaldomains"] = list(get("canonicaldomains") or ["none"])
-        if get("certificatefile"):
-            r["certificatefile"] = list(o["certificatefile"])
-        r["globalknownhostsfile"] = list(gkh) if gkh is not None else [
-            "/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"]
-        r["userknownhostsfile"] = ukh_out
-        if get("sendenv"):
-            r["sendenv"] = list(o["sendenv"])
-        if get("setenv"):
-            r["setenv"] = list(o["setenv"])
-        r["logverbose"] = list(get("logverbose") or ["none"])
-        r["permitremoteopen"] = list(get("permitremoteopen") or ["any"])
-        r["addkeystoagent"] = get("addkeystoagent", "false")
-        r["forwardagent"] = get("_fwdagentpath") or get("forwardagent", "no")
-        r["connecttimeout"] = get("connecttimeout", "none")
-        r["tunneldevice"] = get("tunneldevice", "any:any")
-        r["canonicalizepermittedcnames"] = list(get("canonicalizepermittedcnames") or ["none"])
-        r["controlpersist"] = get("controlpersist", "no")
-        r["escapechar"] = get("escapechar", "~")
-        r["ipqos"] = get("ipqos", "lowdelay throughput")
-        r["rekeylimit"] = f"{get('_rekeylimit', '0')} {get('_rekeyinterval', '0')}"
-        r["streamlocalbindmask"] = get("streamlocalbindmask", "0177")
-        r["syslogfacility"] = get("syslogfacility", "USER")
-        if jump is not None:
-            r["proxyjump"] = _fmt_jump(jump)
-        elif get("proxycommand") is not None:
-            r["proxycommand"] = o["proxycommand"]
-        if r.get("securitykeyprovider") is None:
-            r.pop("securitykeyprovider", None)
-        # order as ssh -G prints
-        return {k: r[k] for k in DUMP_ORDER if k in r}
+            return expand_tokens(arg, tokens, self.ctx.environ, "percent_dollar_expand")
+        except BadValue as exc:   # percent_dollar_expand() is fatal in ssh
+            raise SSHConfigError(f"Include {arg}: {exc}", cf.path, lineno) from None
 
 
-def _fmt_fwd(f, with_connect: bool) -> str:
-    lh, lp, ch, cp, lpath, cpath = f
-    if lpath:
-        s = str(lp)
-    elif lh is None:
-        s = str(lp)
-    else:
-        s = f"[{lh}]:{lp}"
-    if with_connect:
-        if cpath:
-            s += f" {cp}"
-        elif ch is None:
-            s += f" {cp}"
-        else:
-            s += f" [{ch}]:{cp}"
-    return s
+# ---------------------------------------------------------------- directive kinds
+def _apply_first(r: Resolver, it: Item, st: Pass, cf: CompiledFile, depth: int,
+                  active: bool) -> None:
+    if it[1] not in st.o:
+        st.o[it[1]] = it[2]
 
 
-def _fmt_jump(jump) -> str:
-    host, user, port, extra = jump
-    numeric = ":" in host or all(c in "1234567890." for c in host)
-    out = ""
-    if extra is not None:
-        out += extra + ","
-    if user is not None:
-        out += user + "@"
-    out += f"[{host}]" if numeric else host
-    if port is not None and port > 0:
-        out += f":{port}"
-    return out
+_ACCUM_LIMIT = {"identityfile": "Too many identity files specified (max 100).",
+                "certificatefile": "Too many certificate files specified (max 100)."}
 
 
-def include_paths(arg: str, home: str) -> List[str]:
-    """The files one Include word names, sorted, as ``glob(3)`` gives them."""
-    if not arg.startswith("/") and not arg.startswith("~"):
-        arg = "~/.ssh/" + arg
-    if arg == "~" or arg.startswith("~/"):
-        arg = home.rstrip("/") + arg[1:] if home != "/" else arg[1:] or "/"
-    else:
-        arg = os.path.expanduser(arg)
-    return sorted(_glob.glob(arg))
+def _apply_accum(r: Resolver, it: Item, st: Pass, cf: CompiledFile, depth: int,
+                  active: bool) -> None:
+    lst = st.o.setdefault(it[1], [])
+    if len(lst) >= MAX_IDENTITY_FILES:
+        raise SSHConfigError(_ACCUM_LIMIT[it[1]], cf.path, it[3])
+    if it[2] not in lst:
+        lst.append(it[2])
 
 
-def _default_resolver(name: str) -> Optional[str]:
+def _add_forward(st: Pass, name: str, fwd: Tuple[Any, ...]) -> None:
+    lst = st.o["_rfwd"] if name == "remoteforward" else st.o["_lfwd"]
+    if fwd not in lst:
+        lst.append(fwd)
+
+
+def _apply_forward(r: Resolver, it: Item, st: Pass, cf: CompiledFile, depth: int,
+                  active: bool) -> None:
+    _add_forward(st, it[1], it[2])
+
+
+def _apply_forward_env(r: Resolver, it: Item, st: Pass, cf: CompiledFile, depth: int,
+                  active: bool) -> None:
+    """``parse_forward()`` expands ${ENV} on reading: unset is fatal, active or not."""
+    spec, dynamic, remote = it[2]
     try:
-        info = socket.getaddrinfo(name, None, flags=socket.AI_CANONNAME)
-    except OSError:
-        return None
-    return info[0][3] if info and info[0][3] else ""
+        spec = expand_tokens(spec.replace("%", "%%"), {}, r.ctx.environ, "dollar_expand")
+        fwd = parse_forward_spec(spec, dynamic, remote)
+    except BadValue:
+        raise SSHConfigError("Bad forwarding specification.", cf.path, it[3]) from None
+    if active:
+        _add_forward(st, it[1], fwd)
 
 
-_DEFAULT_IDS = ["~/.ssh/id_rsa", "~/.ssh/id_ecdsa", "~/.ssh/id_ecdsa_sk", "~/.ssh/id_ed25519",
-                "~/.ssh/id_ed25519_sk", "~/.ssh/id_xmss", "~/.ssh/id_dsa"]
+def _apply_sendenv(r: Resolver, it: Item, st: Pass, cf: CompiledFile, depth: int,
+                  active: bool) -> None:
+    lst = st.o.setdefault("sendenv", [])
+    for word in it[2]:
+        if word.startswith("-"):
+            pat = word[1:]
+            lst[:] = [e for e in lst if not match_pattern(e, pat)]
+        else:
+            lst.append(word)
 
-_DEFAULTS = {
-    "addressfamily": "any", "batchmode": "no", "canonicalizefallbacklocal": "yes",
-    "canonicalizehostname": "false", "checkhostip": "no", "compression": "no",
-    "controlmaster": "false", "enablesshkeysign": "no", "clearallforwardings": "no",
-    "exitonforwardfailure": "no", "fingerprinthash": "SHA256", "forwardx11": "no",
-    "forwardx11trusted": "yes", "gatewayports": "no", "gssapiauthentication": "no",
-    "gssapikeyexchange": "no", "gssapidelegatecredentials": "no", "gssapitrustdns": "no",
-    "gssapirenewalforcesrekey": "no",
-    "gssapikexalgorithms": "gss-group14-sha256-,gss-group16-sha512-,gss-nistp256-sha256-,"
-                           "gss-curve25519-sha256-,gss-group14-sha1-,gss-gex-sha1-",
-    "hashknownhosts": "no", "hostbasedauthentication": "no", "identitiesonly": "no",
-    "kbdinteractiveauthentication": "yes", "nohostauthenticationforlocalhost": "no",
-    "passwordauthentication": "yes", "permitlocalcommand": "no", "proxyusefdpass": "no",
-    "pubkeyauthentication": "true", "requesttty": "auto", "sessiontype": "default",
-    "stdinnull": "no", "forkafterauthentication": "no", "streamlocalbindunlink": "no",
-    "stricthostkeychecking": "ask", "tcpkeepalive": "yes", "tunnel": "false",
-    "verifyhostkeydns": "false", "visualhostkey": "no", "enableescapecommandline": "no",
-    "canonicalizemaxdots": "1", "connectionattempts": "1", "forwardx11timeout": "1200",
-    "numberofpasswordprompts": "3", "serveralivecountmax": "3", "serveraliveinterval": "0",
-    "requiredrsasize": "1024", "xauthlocation": "/usr/bin/xauth",
+
+def _apply_setenv(r: Resolver, it: Item, st: Pass, cf: CompiledFile, depth: int,
+                  active: bool) -> None:
+    if "setenv" not in st.o:
+        st.o["setenv"] = list(it[2])
+
+
+def _apply_logverbose(r: Resolver, it: Item, st: Pass, cf: CompiledFile, depth: int,
+                  active: bool) -> None:
+    if "logverbose" not in st.o:
+        st.o["logverbose"] = list(it[2])
+
+
+def _apply_jump(r: Resolver, it: Item, st: Pass, cf: CompiledFile, depth: int,
+                  active: bool) -> None:
+    o = st.o
+    if "proxycommand" not in o and "_jump" not in o:
+        o["_jump"] = it[2]
+        if it[2][2] != 0:       # a jump host, not the literal "none"
+            o["proxycommand"] = "none"
+
+
+def _apply_fwdagent(r: Resolver, it: Item, st: Pass, cf: CompiledFile, depth: int,
+                  active: bool) -> None:
+    flag, path = it[2]
+    if "forwardagent" not in st.o:
+        st.o["forwardagent"] = flag
+    if path is not None and "_fwdagentpath" not in st.o:
+        st.o["_fwdagentpath"] = path
+
+
+def _apply_rekey(r: Resolver, it: Item, st: Pass, cf: CompiledFile, depth: int,
+                  active: bool) -> None:
+    limit, interval = it[2]
+    if "_rekeylimit" not in st.o:
+        st.o["_rekeylimit"] = limit
+    if interval is not None and "_rekeyinterval" not in st.o:
+        st.o["_rekeyinterval"] = interval
+
+
+def _apply_last_always(r: Resolver, it: Item, st: Pass, cf: CompiledFile, depth: int,
+                  active: bool) -> None:
+    st.o[it[1]] = it[2]
+
+
+def _apply_unknown(r: Resolver, it: Item, st: Pass, cf: CompiledFile, depth: int,
+                  active: bool) -> None:
+    ign = st.o.get("ignoreunknown")
+    if ign is None or PatternList(ign, lower=True).match(it[1]) != 1:
+        raise SSHConfigError(f"Bad configuration option: {it[1]}", cf.path, it[2])
+
+
+def _apply_envcheck(r: Resolver, it: Item, st: Pass, cf: CompiledFile, depth: int,
+                  active: bool) -> None:
+    try:
+        expand_tokens(it[1].replace("%", "%%"), {}, r.ctx.environ, "dollar_expand")
+    except BadValue:
+        raise SSHConfigError(f"Invalid environment expansion {it[1]}.", cf.path, it[2]) from None
+
+
+def _apply_include(r: Resolver, it: Item, st: Pass, cf: CompiledFile, depth: int,
+                  active: bool) -> None:
+    r._include(it, st, cf, depth, active)
+
+
+def _apply_first_limited(r: Resolver, it: Item, st: Pass, cf: CompiledFile, depth: int,
+                  active: bool) -> None:
+    if it[1] not in st.o:
+        raise SSHConfigError(it[2], cf.path, it[3])
+
+
+APPLY: Dict[int, Callable[..., None]] = {
+    OP_FIRST: _apply_first,
+    OP_ACCUM: _apply_accum,
+    OP_FORWARD: _apply_forward,
+    OP_FORWARD_ENV: _apply_forward_env,
+    OP_SENDENV: _apply_sendenv,
+    OP_SETENV: _apply_setenv,
+    OP_LOGVERBOSE: _apply_logverbose,
+    OP_JUMP: _apply_jump,
+    OP_FWDAGENT: _apply_fwdagent,
+    OP_REKEY: _apply_rekey,
+    OP_LAST_ALWAYS: _apply_last_always,
+    OP_UNKNOWN: _apply_unknown,
+    OP_ENVCHECK: _apply_envcheck,
+    OP_INCLUDE: _apply_include,
+    OP_FIRST_LIMITED: _apply_first_limited,
 }
 
-_SIMPLE_KEYS = (
-    "addressfamily", "batchmode", "canonicalizefallbacklocal", "canonicalizehostname",
-    "checkhostip", "compression", "controlmaster", "enablesshkeysign", "clearallforwardings",
-    "exitonforwardfailure", "fingerprinthash", "forwardx11", "forwardx11trusted", "gatewayports",
-    "gssapiauthentication", "gssapikeyexchange", "gssapidelegatecredentials", "gssapitrustdns",
-    "gssapirenewalforcesrekey", "gssapiclientidentity", "gssapiserveridentity",
-    "gssapikexalgorithms", "hashknownhosts", "hostbasedauthentication", "identitiesonly",
-    "kbdinteractiveauthentication", "nohostauthenticationforlocalhost", "passwordauthentication",
-    "permitlocalcommand", "proxyusefdpass", "pubkeyauthentication", "requesttty", "sessiontype",
-    "stdinnull", "forkafterauthentication", "streamlocalbindunlink", "stricthostkeychecking",
-    "tcpkeepalive", "tunnel", "verifyhostkeydns", "visualhostkey", "updatehostkeys",
-    "enableescapecommandline", "canonicalizemaxdots", "connectionattempts", "forwardx11timeout",
-    "numberofpasswordprompts", "serveralivecountmax", "serveraliveinterval", "requiredrsasize",
-    "bindaddress", "bindinterface", "controlpath", "hostkeyalias", "identityagent",
-    "ignoreunknown", "kbdinteractivedevices", "localcommand", "remotecommand",
-    "pkcs11provider", "securitykeyprovider", "preferredauthentications", "revokedhostkeys",
-    "xauthlocation", "knownhostscommand",
-)

@@ -8,54 +8,16 @@ transport).  Both use the same token table built from the same local facts.
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
-from dataclasses import dataclass
-from typing import Callable, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional
 
+from sshpipe.config._accounts import Accounts, SystemAccounts
+from sshpipe.config._context import Context, local_context
 from sshpipe.config._values import BadValue
 from sshpipe.errors import SSHConfigError
 
 __all__ = ["Context", "local_context", "expand_tokens", "tilde_expand", "expand_for_connect",
-           "local_addresses"]
-
-
-@dataclass
-class Context:
-    """Who is asking: the facts about the local side that resolution reads.
-
-    OpenSSH takes these from the password database and ``gethostname()``;
-    passing them explicitly makes results reproducible (tests, other hosts).
-    """
-
-    local_user: str
-    home: str
-    uid: int
-    local_hostname: str
-    environ: Mapping[str, str]
-    allow_exec: bool = False
-    local_addresses: Optional[Sequence[str]] = None
-    resolver: Optional[Callable[[str], Optional[str]]] = None
-
-
-def local_context(local_user: Optional[str] = None, home: Optional[str] = None,
-                  local_hostname: Optional[str] = None,
-                  environ: Optional[Mapping[str, str]] = None) -> Context:
-    """Fill what the caller left out from the running process, as ssh does."""
-    uid = os.getuid()
-    if local_user is None or home is None:
-        import pwd
-        try:
-            pw = pwd.getpwuid(uid)
-            local_user = local_user if local_user is not None else pw.pw_name
-            home = home if home is not None else pw.pw_dir
-        except KeyError:
-            local_user = local_user if local_user is not None else str(uid)
-            home = home if home is not None else os.path.expanduser("~")
-    if local_hostname is None:
-        local_hostname = socket.gethostname()
-    return Context(local_user, home, uid, local_hostname,
-                   os.environ if environ is None else environ)
+           "local_addresses", "connection_hash", "connection_tokens"]
 
 
 # ---------------------------------------------------------------- expansion
@@ -100,11 +62,12 @@ def expand_tokens(value: str, tokens: Mapping[str, str], environ: Optional[Mappi
     return "".join(out)
 
 
-def tilde_expand(name: str, home: str, local_user: Optional[str] = None) -> str:
+def tilde_expand(name: str, home: str, local_user: Optional[str] = None,
+                 accounts: Optional[Accounts] = None) -> str:
     """``tilde_expand()``: "~", "~/x", "~user", "~user/x" (extra slashes dropped).
 
     ``~`` is the local user's home (``home``); another user's home comes
-    from the password database.
+    from ``accounts`` (default: this machine's password database).
     """
     if not name.startswith("~"):
         return name
@@ -118,19 +81,59 @@ def tilde_expand(name: str, home: str, local_user: Optional[str] = None) -> str:
         user, slash, rest = copy.partition("/")
         path = rest.lstrip("/") or None if slash else None
     if user is not None and user != local_user:
-        import pwd
-        try:
-            home = pwd.getpwnam(user).pw_dir
-        except KeyError:
-            raise BadValue(f"tilde_expand: No such user {user}") from None
+        pw = (accounts or SystemAccounts()).by_name(user)
+        if pw is None:
+            raise BadValue(f"tilde_expand: No such user {user}")
+        home = pw.home
     sep = "" if home.endswith("/") else "/"
     return f"{home}{sep}{path or ''}"
+
+
+def connection_hash(local_hostname: str, host: str, port: str, user: str,
+                    jump: Optional[str] = None) -> str:
+    """``%C``: SHA-1 of local host name, host, port, user (and, 9.9+, the jump host)."""
+    data = local_hostname + host + port + user + (jump or "")
+    return hashlib.sha1(data.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def connection_tokens(ctx: Context, host: str, host_arg: str, port: str, user: Optional[str],
+                      keyalias: str, jump: Optional[str]) -> Dict[str, str]:
+    """The ``%`` tokens ssh gives its expansions (``DEFAULT_CLIENT_PERCENT_EXPAND_ARGS``).
+
+    ``user`` None leaves out ``%r`` and ``%C`` (the set ssh 10.0 uses to
+    expand User itself).
+    """
+    tokens = {
+        "L": ctx.local_hostname.split(".", 1)[0], "i": str(ctx.uid), "k": keyalias,
+        "l": ctx.local_hostname, "n": host_arg, "p": port, "d": ctx.home, "h": host,
+        "u": ctx.local_user,
+    }
+    with_jump = ctx.version.jump_in_hash
+    if with_jump:
+        tokens["j"] = jump or ""
+    if user is not None:
+        tokens["r"] = user
+        tokens["C"] = connection_hash(ctx.local_hostname, host, port, user,
+                                      (jump or "") if with_jump else None)
+    return tokens
+
+
+def jump_host_of(proxyjump: Optional[object]) -> Optional[str]:
+    """The host ssh connects through first (``%j``), from a printed ProxyJump value."""
+    if not proxyjump or proxyjump == "none":
+        return None
+    last = str(proxyjump).rsplit(",", 1)[-1]
+    last = last.rpartition("@")[2]
+    if last.startswith("["):
+        return last[1:last.find("]")]
+    return last.split(":", 1)[0]
 
 
 def expand_for_connect(settings: Mapping[str, object], value: str, kind: str = "path", *,
                        local_user: Optional[str] = None, home: Optional[str] = None,
                        local_hostname: Optional[str] = None,
-                       environ: Optional[Mapping[str, str]] = None) -> str:
+                       environ: Optional[Mapping[str, str]] = None,
+                       accounts: Optional[Accounts] = None, openssh: object = "auto") -> str:
     """Expand a value the way ssh does when it connects (after ``ssh -G`` prints).
 
     ``ssh -G`` shows IdentityFile, CertificateFile, ProxyCommand and
@@ -138,9 +141,11 @@ def expand_for_connect(settings: Mapping[str, object], value: str, kind: str = "
     ``kind`` picks the rules: ``"path"`` (IdentityFile, CertificateFile:
     ``~``, all ``%`` tokens, ``${ENV}``), ``"proxy"`` (ProxyCommand: ``%h``
     ``%n`` ``%p`` ``%r`` only) or ``"local"`` (LocalCommand: all tokens and
-    ``%T`` as "NONE").  ``settings`` is a :meth:`SSHConfig.resolve` result.
+    ``%T`` as "NONE").  ``settings`` is a :meth:`SSHConfig.resolve` result;
+    the other arguments are as for :meth:`SSHConfig.resolve`.
     """
-    ctx = local_context(local_user, home, local_hostname, environ)
+    ctx = local_context(local_user, home, local_hostname, environ, accounts=accounts,
+                        openssh=openssh)
     host = str(settings["hostname"])
     port = str(settings["port"])
     user = str(settings["user"])
@@ -151,20 +156,17 @@ def expand_for_connect(settings: Mapping[str, object], value: str, kind: str = "
             return expand_tokens(value, tokens, None, "percent_expand")
         except BadValue as exc:
             raise SSHConfigError(f"ProxyCommand {value!r}: {exc}") from None
-    tokens = {
-        "C": hashlib.sha1((ctx.local_hostname + host + port + user).encode()).hexdigest(),
-        "L": ctx.local_hostname.split(".", 1)[0], "i": str(ctx.uid),
-        "k": str(settings.get("hostkeyalias") or host_arg), "l": ctx.local_hostname,
-        "n": host_arg, "p": port, "d": ctx.home, "h": host, "r": user, "u": ctx.local_user,
-    }
+    tokens = connection_tokens(ctx, host, host_arg, port, user,
+                               str(settings.get("hostkeyalias") or host_arg),
+                               jump_host_of(settings.get("proxyjump")))
     try:
         if kind == "local":
             tokens["T"] = "NONE"
             return expand_tokens(value, tokens, None, "percent_expand")
         if kind != "path":
             raise ValueError(f"unknown kind {kind!r}")
-        return expand_tokens(tilde_expand(value, ctx.home, ctx.local_user), tokens, ctx.environ,
-                             "percent_dollar_expand")
+        return expand_tokens(tilde_expand(value, ctx.home, ctx.local_user, ctx.accounts), tokens,
+                             ctx.environ, "percent_dollar_expand")
     except BadValue as exc:
         raise SSHConfigError(f"{value!r}: {exc}") from None
 

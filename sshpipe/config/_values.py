@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 import socket
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
+
+from sshpipe.config._patterns import match_pattern
 
 __all__ = [
-    "BadValue", "UNSET", "ALGORITHMS", "DEFAULT_ALGORITHMS", "GSS_KEX", "assemble_algorithms",
+    "BadValue", "UNSET", "GSS_KEX", "assemble_algorithms",
     "names_valid", "convtime", "strtonum", "a2port", "valid_domain", "hpdelim", "one_arg",
     "ExtraArguments",
 ]
@@ -26,68 +28,10 @@ class BadValue(Exception):
 UNSET = object()   # "parsed fine, but sets nothing" (e.g. ConnectTimeout none)
 
 # ---------------------------------------------------------------- algorithms
-# What this OpenSSH build supports (``ssh -Q cipher|mac|kex|key|key-sig``) and
-# its defaults.  Pattern lists in Ciphers/MACs/... are matched against these.
-_CIPHERS = ("3des-cbc,aes128-cbc,aes192-cbc,aes256-cbc,aes128-ctr,aes192-ctr,aes256-ctr,"
-            "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com")
-_MACS = ("hmac-sha1,hmac-sha1-96,hmac-sha2-256,hmac-sha2-512,hmac-md5,hmac-md5-96,"
-         "umac-64@openssh.com,umac-128@openssh.com,hmac-sha1-etm@openssh.com,"
-         "hmac-sha1-96-etm@openssh.com,hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,"
-         "hmac-md5-etm@openssh.com,hmac-md5-96-etm@openssh.com,umac-64-etm@openssh.com,"
-         "umac-128-etm@openssh.com")
-_KEX = ("diffie-hellman-group1-sha1,diffie-hellman-group14-sha1,diffie-hellman-group14-sha256,"
-        "diffie-hellman-group16-sha512,diffie-hellman-group18-sha512,"
-        "diffie-hellman-group-exchange-sha1,diffie-hellman-group-exchange-sha256,"
-        "ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521,curve25519-sha256,"
-        "curve25519-sha256@libssh.org,sntrup761x25519-sha512,sntrup761x25519-sha512@openssh.com")
-_KEYS_SIG = ("ssh-ed25519,ssh-ed25519-cert-v01@openssh.com,sk-ssh-ed25519@openssh.com,"
-             "sk-ssh-ed25519-cert-v01@openssh.com,ecdsa-sha2-nistp256,"
-             "ecdsa-sha2-nistp256-cert-v01@openssh.com,ecdsa-sha2-nistp384,"
-             "ecdsa-sha2-nistp384-cert-v01@openssh.com,ecdsa-sha2-nistp521,"
-             "ecdsa-sha2-nistp521-cert-v01@openssh.com,sk-ecdsa-sha2-nistp256@openssh.com,"
-             "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com,webauthn-sk-ecdsa-sha2-nistp256@openssh.com,"
-             "ssh-dss,ssh-dss-cert-v01@openssh.com,ssh-rsa,ssh-rsa-cert-v01@openssh.com,"
-             "rsa-sha2-256,rsa-sha2-256-cert-v01@openssh.com,rsa-sha2-512,"
-             "rsa-sha2-512-cert-v01@openssh.com")
-_SIGS = ("ssh-ed25519,sk-ssh-ed25519@openssh.com,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,"
-         "ecdsa-sha2-nistp521,sk-ecdsa-sha2-nistp256@openssh.com,"
-         "webauthn-sk-ecdsa-sha2-nistp256@openssh.com,ssh-dss,ssh-rsa,rsa-sha2-256,rsa-sha2-512")
-_DEF_CIPHERS = ("chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr,"
-                "aes128-gcm@openssh.com,aes256-gcm@openssh.com")
-_DEF_MACS = ("umac-64-etm@openssh.com,umac-128-etm@openssh.com,hmac-sha2-256-etm@openssh.com,"
-             "hmac-sha2-512-etm@openssh.com,hmac-sha1-etm@openssh.com,umac-64@openssh.com,"
-             "umac-128@openssh.com,hmac-sha2-256,hmac-sha2-512,hmac-sha1")
-_DEF_KEX = ("sntrup761x25519-sha512,sntrup761x25519-sha512@openssh.com,curve25519-sha256,"
-            "curve25519-sha256@libssh.org,ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521,"
-            "diffie-hellman-group-exchange-sha256,diffie-hellman-group16-sha512,"
-            "diffie-hellman-group18-sha512,diffie-hellman-group14-sha256")
-_DEF_KEYS = ("ssh-ed25519-cert-v01@openssh.com,ecdsa-sha2-nistp256-cert-v01@openssh.com,"
-             "ecdsa-sha2-nistp384-cert-v01@openssh.com,ecdsa-sha2-nistp521-cert-v01@openssh.com,"
-             "sk-ssh-ed25519-cert-v01@openssh.com,sk-ecdsa-sha2-nistp256-cert-v01@openssh.com,"
-             "rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256-cert-v01@openssh.com,ssh-ed25519,"
-             "ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,sk-ssh-ed25519@openssh.com,"
-             "sk-ecdsa-sha2-nistp256@openssh.com,rsa-sha2-512,rsa-sha2-256")
-_DEF_CA = ("ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,"
-           "sk-ssh-ed25519@openssh.com,sk-ecdsa-sha2-nistp256@openssh.com,rsa-sha2-512,rsa-sha2-256")
-_DEFGSS_KEX = ("gss-group14-sha256-,gss-group16-sha512-,gss-nistp256-sha256-,"
-                "gss-curve25519-sha256-,gss-group14-sha1-,gss-gex-sha1-")
-GSS_KEX = "gss-gex-sha1-,gss-group1-sha1-,gss-group14-sha1-,gss-group14-sha256-,gss-group16-sha512-,gss-nistp256-sha256-,gss-curve25519-sha256-"
-
-# option -> (every supported name, default list)
-ALGORITHMS: Dict[str, Tuple[str, str]] = {
-    "ciphers": (_CIPHERS, _DEF_CIPHERS),
-    "macs": (_MACS, _DEF_MACS),
-    "kexalgorithms": (_KEX, _DEF_KEX),
-    "hostkeyalgorithms": (_KEYS_SIG, _DEF_KEYS),
-    "hostbasedacceptedalgorithms": (_KEYS_SIG, _DEF_KEYS),
-    "pubkeyacceptedalgorithms": (_KEYS_SIG, _DEF_KEYS),
-    "casignaturealgorithms": (_SIGS, _DEF_CA),
-}
-DEFAULT_ALGORITHMS = {k: v[1] for k, v in ALGORITHMS.items()}
-
-
-def _glob_re(pattern: str) -> "re.Pattern[str]":
-    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern))
+# What each release supports and proposes lives in ``_versions``; here is how
+# a configured list is checked and assembled against those.
+GSS_KEX = ("gss-gex-sha1-,gss-group1-sha1-,gss-group14-sha1-,gss-group14-sha256-,"
+           "gss-group16-sha512-,gss-nistp256-sha256-,gss-curve25519-sha256-")
 
 
 def _match_list(name: str, patterns: str) -> bool:
@@ -95,7 +39,7 @@ def _match_list(name: str, patterns: str) -> bool:
     hit = False
     for item in patterns.split(","):
         neg = item.startswith("!")
-        if _glob_re(item[1:] if neg else item).fullmatch(name):
+        if match_pattern(name, item[1:] if neg else item):
             if neg:
                 return False
             hit = True
@@ -113,17 +57,17 @@ def _names_cat(a: List[str], b: List[str]) -> List[str]:
 def assemble_algorithms(spec: Optional[str], default: str, supported: str) -> str:
     """``kex_assemble_names()``: apply ``+``/``-``/``^`` and filter by support.
 
-    Raises BadValue when the result would be empty (OpenSSH refuses then).
+    Raises BadValue when an explicit, ``+`` or ``^`` list ends up empty
+    (OpenSSH refuses then); a ``-`` list may remove everything.
     """
     if spec is None or spec == "":
         return default
     defl = default.split(",")
     if spec[0] == "-":
+        # removing from the default list is filtered already: an empty
+        # result is not an error here (ssh -G prints the option empty)
         pats = spec[1:]
-        out = [n for n in defl if not _match_list(n, pats)]
-        if not out:
-            raise BadValue("empty algorithm list")
-        return ",".join(out)
+        return ",".join(n for n in defl if not _match_list(n, pats))
     if spec[0] == "+":
         items = _names_cat(defl, spec[1:].split(","))
     elif spec[0] == "^":
@@ -192,16 +136,16 @@ def strtonum(s: str, lo: int, hi: int) -> Tuple[Optional[int], Optional[str]]:
 
 def a2port(s: str) -> int:
     """Port number or service name (``a2port()``); -1 when neither."""
-    v, err = strtonum(s, 0, 65535)
-    if err is None:
-        return v  # type: ignore[return-value]
+    v, _ = strtonum(s, 0, 65535)
+    if v is not None:  # a number in range
+        return v
     try:
         return socket.getservbyname(s, "tcp")
-    except OSError:
+    except (OSError, UnicodeError, ValueError):   # unknown, not encodable, a NUL
         return -1
 
 
-def one_arg(args: List[str]) -> str:
+def one_arg(args: Sequence[str]) -> str:
     if not args or args[0] == "":
         raise BadValue("Missing argument.")
     if len(args) > 1:

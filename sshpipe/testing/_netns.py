@@ -7,7 +7,10 @@ clash with a real network. Traffic never leaves the machine.
 
 Ownership: :class:`NamespaceHosts` creates the bridge, the namespaces, the veth
 pairs and the sshd processes, and removes all of them in :meth:`NamespaceHosts.stop`,
-which also runs when the ``with`` block raises. Needs root (CAP_NET_ADMIN).
+which also runs when the ``with`` block raises. Each thing it creates is handed
+to a watchdog process (``_watchdog``) as soon as it exists, so when the owner dies
+without stopping (SIGTERM, SIGKILL) the watchdog removes them; each host's sshd
+has a watchdog of its own (see ``_sshd``). Needs root (CAP_NET_ADMIN).
 """
 from __future__ import annotations
 
@@ -15,13 +18,17 @@ import os
 import secrets
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from sshpipe.testing._sshd import LocalSSHServer, SSHServerError, generate_key
+from sshpipe.testing._errors import SSHServerError
+from sshpipe.testing._sshd import LocalSSHServer, generate_key
+from sshpipe.testing._watchdog import Watchdog
 
 __all__ = ["NamespaceHost", "NamespaceHosts", "netns_unavailable_reason"]
+
+# Bound on one ``ip`` command; they take milliseconds unless the kernel is stuck.
+IP_TIMEOUT = 30.0
 
 
 def netns_unavailable_reason() -> Optional[str]:
@@ -40,9 +47,17 @@ def netns_unavailable_reason() -> Optional[str]:
 
 def _ip(*args: str, netns: Optional[str] = None) -> None:
     command = ["ip"] + (["netns", "exec", netns, "ip"] if netns else []) + list(args)
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=IP_TIMEOUT)
     if result.returncode != 0:
         raise SSHServerError(f"{' '.join(command)} failed: {result.stderr.strip()}")
+
+
+def _subnet_in_use(subnet: str) -> bool:
+    """Whether an interface of the root namespace has an address in ``subnet``.0/24
+    (two bridges on one subnet would make routing to either host a coin toss)."""
+    shown = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True,
+                           text=True, timeout=IP_TIMEOUT)
+    return f" {subnet}." in shown.stdout
 
 
 @dataclass
@@ -72,7 +87,7 @@ class NamespaceHosts:
         self._pick_names()
         self.hosts: List[NamespaceHost] = []
         self.directory: Optional[str] = None
-        self._bridge_made = False
+        self._watchdog: Optional[Watchdog] = None
 
     def _pick_names(self) -> None:
         # From the OS's randomness, not the random module: test tools (hypothesis)
@@ -98,23 +113,25 @@ class NamespaceHosts:
     def key_path(self) -> str:
         return os.path.join(self._dir(), "id_ed25519")
 
-    def unused_address(self) -> str:
-        """An address on the hosts' subnet that no host answers on."""
-        return f"{self.subnet}.250"
-
     def _dir(self) -> str:
         if self.directory is None:
             raise SSHServerError("the namespace hosts have not been started")
         return self.directory
 
     def start(self) -> "NamespaceHosts":
+        if self._watchdog is not None:
+            raise SSHServerError("the namespace hosts are already running")
         reason = netns_unavailable_reason()
         if reason:
             raise SSHServerError(reason)
-        self.directory = tempfile.mkdtemp(prefix="sshpipe-netns-")
+        self._watchdog = Watchdog()
         try:
+            self.directory = self._watchdog.mkdtemp("sshpipe-netns-")
             generate_key(self.key_path, comment="sshpipe-test-client")
-            for _ in range(5):
+            for _ in range(20):
+                if _subnet_in_use(self.subnet):
+                    self._pick_names()  # another run's hosts (e.g. an xdist worker's)
+                    continue
                 try:
                     _ip("link", "add", self.bridge, "type", "bridge")
                     break
@@ -123,8 +140,10 @@ class NamespaceHosts:
                         raise
                     self._pick_names()  # another run's bridge: take other names
             else:
-                raise SSHServerError("no free bridge name after 5 tries")
-            self._bridge_made = True
+                raise SSHServerError("no free bridge name and subnet after 20 tries")
+            # Handed over once made (not before: a name taken by another run's
+            # bridge must not be deleted on its behalf).
+            self._watchdog.undo_at_stop(["ip", "link", "del", self.bridge])
             _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
             _ip("link", "set", self.bridge, "up")
             for index in range(self.count):
@@ -139,8 +158,13 @@ class NamespaceHosts:
         netns = f"sshpipe-{self.tag}-{index}"
         link, peer = f"sp{self.tag}h{index}", f"sp{self.tag}p{index}"
         address = f"{self.subnet}.{10 + index}"
+        assert self._watchdog is not None
         _ip("netns", "add", netns)
+        self._watchdog.undo_at_stop(["ip", "netns", "del", netns])
         _ip("link", "add", link, "type", "veth", "peer", "name", peer)
+        # Undone before the namespace (last given, first run): deleting one end
+        # deletes the pair, so the namespace goes with nothing left in it.
+        self._watchdog.undo_at_stop(["ip", "link", "del", link])
         _ip("link", "set", peer, "netns", netns)
         _ip("link", "set", link, "master", self.bridge)
         _ip("link", "set", link, "up")
@@ -149,17 +173,13 @@ class NamespaceHosts:
         _ip("link", "set", peer, "up", netns=netns)
         directory = os.path.join(self._dir(), f"{self.prefix}{index}")
         os.mkdir(directory, 0o700)
-        host = NamespaceHost(alias=f"{self.prefix}{index}", address=address, netns=netns,
-                             link=link, server=None)  # type: ignore[arg-type]
-        # Registered before sshd starts so that stop() removes the namespace even if
-        # sshd fails to come up.
-        self.hosts.append(host)
-        server = LocalSSHServer(host.alias, address=address, port=22, directory=directory,
+        alias = f"{self.prefix}{index}"
+        # The namespace and links are undone by the watchdog at stop() even if sshd
+        # fails to come up here.
+        server = LocalSSHServer(alias, address=address, port=22, directory=directory,
                                 netns=netns, client_key_path=self.key_path)
         server.start()
-        self.hosts.pop()
-        host.server = server
-        return host
+        return NamespaceHost(alias=alias, address=address, netns=netns, link=link, server=server)
 
     def _write_client_files(self) -> None:
         with open(self.known_hosts_path, "w", encoding="ascii") as known:
@@ -179,24 +199,30 @@ class NamespaceHosts:
         _ip("link", "set", self.hosts[index].link, "up")
 
     def stop(self) -> None:
-        """Stop every sshd and remove the namespaces, links and bridge."""
-        for host in self.hosts:
-            if host.server is not None:
+        """Stop every sshd and remove the namespaces, links, bridge and files.
+        Raises SSHServerError naming anything that could not be removed."""
+        watchdog, self._watchdog = self._watchdog, None
+        hosts, self.hosts = self.hosts, []
+        if watchdog is None:
+            return
+        errors = []
+        for host in hosts:
+            try:
                 host.server.stop()
-            subprocess.run(["ip", "netns", "del", host.netns], capture_output=True)
-            subprocess.run(["ip", "link", "del", host.link], capture_output=True)
-        self.hosts = []
-        if self._bridge_made:
-            subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
-            self._bridge_made = False
-        if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.directory = None
+            except SSHServerError as exc:
+                errors.append(f"{host.alias}: {exc}")
+        try:
+            watchdog.stop()
+        except SSHServerError as exc:
+            errors.append(str(exc))
+        self.directory = None
+        if errors:
+            raise SSHServerError("; ".join(errors))
 
     def __enter__(self) -> "NamespaceHosts":
         return self.start()
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     def __len__(self) -> int:

@@ -1,28 +1,33 @@
 """A real OpenSSH ``sshd`` on 127.0.0.1, private to one test run.
 
-Ownership: :class:`LocalSSHServer` creates a private directory (mode 0700) holding
-the host key, a client key pair, ``authorized_keys``, ``known_hosts`` and a client
-config; it starts ``sshd -D`` as its own child process and is the only one that
-stops it (by pid) and removes the directory.
+Ownership: :class:`LocalSSHServer` starts a watchdog process (``_watchdog``)
+first. Through it, it creates a private directory (mode 0700) holding the host
+key, a client key pair, ``authorized_keys``, ``known_hosts`` and a client config,
+and starts ``sshd -D``. ``stop()`` has the watchdog end sshd and every process
+below it (per-connection sshd, remote sessions) and remove the directory; if the
+owner dies first, by any signal, SIGKILL included, the watchdog does the same on
+its own, so no root-accepting sshd outlives the run that started it.
 """
 from __future__ import annotations
 
 import getpass
 import os
-import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from typing import Iterable, List, Optional
+from typing import List, Optional, Union
 
-from sshpipe.errors import SSHPipeError
+from sshpipe.testing._errors import SSHServerError
+from sshpipe.testing._proc import ProcessId, descendants, is_alive, process_name
+from sshpipe.testing._watchdog import Watchdog
 
-__all__ = ["LocalSSHServer", "SSHServerError", "descendants", "find_sshd", "free_port",
-           "generate_key", "is_alive", "owned_sshd_pids", "wait_gone"]
+__all__ = ["LocalSSHServer", "SSHServerError", "find_sshd", "free_port", "generate_key",
+           "owned_sshd_pids"]
+
+# How long sshd and its sessions get to end after SIGTERM in stop(), before SIGKILL.
+STOP_GRACE = 5.0
 
 # How long sshd may take to accept SSH after being started. It is usually ready in
 # about 10 ms; a loaded CI machine can be a hundred times slower.
@@ -46,8 +51,12 @@ Subsystem sftp internal-sftp
 """
 
 
-class SSHServerError(SSHPipeError):
-    """The test sshd could not be set up or did not come up."""
+def _source_tree() -> Optional[str]:
+    """The checkout this sshpipe was imported from (the directory holding the
+    ``sshpipe`` package and ``pyproject.toml``), or None for an installed copy."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(root)
+    return root if os.path.isfile(os.path.join(root, "pyproject.toml")) else None
 
 
 def find_sshd() -> str:
@@ -75,15 +84,15 @@ def free_port(address: str = "127.0.0.1") -> int:
     """A TCP port the kernel just gave out; a later bind may race, callers retry."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((address, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
-def _wait_for_banner(address: str, port: int, process: subprocess.Popen,
-                     deadline: float) -> bool:
+def _wait_for_banner(address: str, port: int, process: ProcessId, deadline: float) -> bool:
     """Poll until sshd answers with its SSH banner; False if the process died."""
     delay = 0.002
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if not is_alive(process):
             return False
         try:
             with socket.create_connection((address, port), timeout=1.0) as sock:
@@ -132,7 +141,8 @@ class LocalSSHServer:
         self._own_directory = directory is None
         self._directory = directory
         self._client_key_path = client_key_path
-        self._process: Optional[subprocess.Popen] = None
+        self._watchdog: Optional[Watchdog] = None
+        self._sshd: Optional[ProcessId] = None
 
     # -- paths ------------------------------------------------------------
     @property
@@ -168,7 +178,18 @@ class LocalSSHServer:
 
     @property
     def pid(self) -> Optional[int]:
-        return self._process.pid if self._process is not None else None
+        """The listening sshd's pid (see :attr:`process` for its identity)."""
+        return self._sshd.pid if self._sshd is not None else None
+
+    @property
+    def process(self) -> Optional[ProcessId]:
+        """The listening sshd, by pid and start time."""
+        return self._sshd
+
+    @property
+    def watchdog(self) -> Optional[ProcessId]:
+        """The watchdog process that ends this server with its owner."""
+        return self._watchdog.process if self._watchdog is not None else None
 
     @property
     def host_key_line(self) -> str:
@@ -199,13 +220,14 @@ class LocalSSHServer:
     # -- life cycle -------------------------------------------------------
     def start(self) -> "LocalSSHServer":
         """Create keys and config, start sshd, and return once it speaks SSH."""
-        if self._process is not None:
+        if self._watchdog is not None:
             raise SSHServerError("the server is already running")
         sshd = find_sshd()
-        if self._directory is None:
-            self._directory = tempfile.mkdtemp(prefix="sshpipe-sshd-")
-        os.chmod(self._directory, 0o700)
+        self._watchdog = Watchdog()
         try:
+            if self._directory is None:
+                self._directory = self._watchdog.mkdtemp("sshpipe-sshd-")
+            os.chmod(self._directory, 0o700)
             self._prepare(sshd)
             for attempt in range(5):
                 if self.netns is None and (self.port == 0 or attempt):
@@ -215,7 +237,8 @@ class LocalSSHServer:
                 if self._launch(sshd):
                     break
                 # A taken port is retried with another; anything else is final.
-                if self.netns is not None or attempt == 4 or "Address already in use" not in self._read_log():
+                if (self.netns is not None or attempt == 4
+                        or "Address already in use" not in self._read_log()):
                     raise SSHServerError(
                         f"sshd did not start on {self.address}:{self.port}; its log:\n"
                         + self._read_log())
@@ -247,35 +270,46 @@ class LocalSSHServer:
             f"PidFile {os.path.join(self.directory, 'sshd.pid')}\n"
             f"AuthorizedKeysFile {os.path.join(self.directory, 'authorized_keys')}\n"
             f"AllowUsers {self.user}\n"
+            + self._remote_environment()
             + _COMMON_SERVER_OPTIONS + self.extra_server_options
         )
         self._write_private(path, text)
         return path
+
+    @staticmethod
+    def _remote_environment() -> str:
+        """Remote commands import the sshpipe under test, not another copy.
+
+        Tests run from a source checkout (``PYTHONPATH=$PWD``, a git worktree) would
+        otherwise have agents started as plain commands import whichever sshpipe
+        the interpreter has installed, and test that one on the remote side.
+        """
+        tree = _source_tree()
+        return f'SetEnv PYTHONPATH="{tree}"\n' if tree else ""
 
     def _launch(self, sshd: str) -> bool:
         config = self._server_config()
         command: List[str] = [sshd, "-D", "-e", "-f", config]
         if self.netns is not None:
             command = ["ip", "netns", "exec", self.netns] + command
-        log = open(self.log_path, "ab")
-        try:
-            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                             stderr=log, start_new_session=True)
-        finally:
-            log.close()
+        assert self._watchdog is not None
+        self._sshd = self._watchdog.run(command, self.log_path)
         deadline = time.monotonic() + START_TIMEOUT
         if self.netns is None:
-            ready = _wait_for_banner(self.address, self.port, self._process, deadline)
+            ready = _wait_for_banner(self.address, self.port, self._sshd, deadline)
         else:
-            ready = self._wait_in_netns(deadline)
+            ready = self._wait_in_netns(self._sshd, deadline)
         if not ready:
-            self._terminate_process()
+            left = self._watchdog.end_processes(STOP_GRACE)
+            self._sshd = None
+            if left:
+                raise SSHServerError(f"sshd did not start and could not be ended: {left}")
         return ready
 
-    def _wait_in_netns(self, deadline: float) -> bool:
+    def _wait_in_netns(self, process: ProcessId, deadline: float) -> bool:
         """sshd in a namespace: wait until its log says it listens."""
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
+            if not is_alive(process):
                 return False
             if "Server listening" in self._read_log():
                 return True
@@ -303,41 +337,27 @@ class LocalSSHServer:
         """sshd's own log (``-e`` output): useful when a test fails."""
         return self._read_log()
 
-    def _terminate_process(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        # Each connection gets an sshd child that calls setsid(), so signalling the
-        # listener's group is not enough: find its descendants before it goes.
-        victims = [process.pid] + descendants(process.pid)
-        for pid in victims:
-            _signal(pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(is_alive(pid) for pid in victims[1:]):
-            time.sleep(0.01)
-        for pid in victims:
-            _signal(pid, signal.SIGKILL)
-        if process.poll() is None:
-            process.wait(timeout=5)
-
     def stop(self) -> None:
-        """Stop sshd (by pid) and remove everything this server created."""
-        self._terminate_process()
-        if self._own_directory and self._directory is not None:
-            shutil.rmtree(self._directory, ignore_errors=True)
+        """Stop sshd and every process below it (SIGTERM, then SIGKILL after
+        STOP_GRACE seconds) and remove everything this server created. Raises
+        SSHServerError naming anything that could not be ended or removed. In a
+        process other than the one that started the server (a forked child), it
+        does nothing: the server is not that process's to stop."""
+        watchdog, self._watchdog = self._watchdog, None
+        self._sshd = None
+        if watchdog is None:
+            return
+        watchdog.stop(STOP_GRACE)
+        if self._own_directory:
             self._directory = None
 
     def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._sshd is not None and is_alive(self._sshd)
 
     def __enter__(self) -> "LocalSSHServer":
         return self.start()
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     def __repr__(self) -> str:
@@ -345,70 +365,8 @@ class LocalSSHServer:
         return f"<LocalSSHServer {self.alias} {self.user}@{self.address}:{self.port} {state}>"
 
 
-def login_shell(user: Optional[str] = None) -> str:
-    """The login shell sshd will run commands under for ``user``."""
-    return pwd.getpwnam(user or getpass.getuser()).pw_shell
-
-
-def descendants(pid: int) -> List[int]:
-    """Pids of every live descendant of ``pid`` (Linux /proc), children first."""
-    children: dict = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
-    found: List[int] = []
-    frontier = [pid]
-    while frontier:
-        kids = children.get(frontier.pop(), [])
-        found.extend(kids)
-        frontier.extend(kids)
-    return found
-
-
-def is_alive(pid: int) -> bool:
-    """True while process ``pid`` runs (a zombie waiting to be reaped does not)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
-
-
-def wait_gone(pids: Iterable[int], timeout: float) -> List[int]:
-    """Wait up to ``timeout`` seconds for every process in ``pids`` to end; return
-    those still alive (empty when all are gone)."""
-    pending = list(pids)
-    deadline = time.monotonic() + timeout
-    while True:
-        pending = [pid for pid in pending if is_alive(pid)]
-        if not pending or time.monotonic() >= deadline:
-            return pending
-        time.sleep(0.01)
-
-
-def _signal(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def owned_sshd_pids(owner: int) -> List[int]:
+def owned_sshd_pids(owner: Union[ProcessId, int]) -> List[ProcessId]:
     """Live sshd processes descending from process ``owner``: the listeners it
     started and their per-connection children. A server stopped properly leaves
     none (stop() ends the listener's descendants before the listener)."""
-    found = []
-    for pid in descendants(owner):
-        try:
-            with open(f"/proc/{pid}/comm", "rb") as comm:
-                if comm.read().strip() == b"sshd" and is_alive(pid):
-                    found.append(pid)
-        except OSError:
-            continue
-    return found
+    return [process for process in descendants(owner) if process_name(process) == "sshd"]

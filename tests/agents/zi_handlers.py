@@ -17,3 +17,16 @@ class Counter(SSHPipeHandler):
             received = received()
         self.reply((self.count, received, "%d.%d" % sys.version_info[:2],
                     "dill" in sys.modules))
+
+
+class NoStdout(SSHPipeHandler):
+    """Replies after losing sys.stdout (None, or a closed file), as a daemon or a
+    careless library leaves it."""
+
+    def handle(self, received):
+        if received == "none":
+            sys.stdout = None
+        elif received == "closed":
+            sys.stdout.close()
+        print("lost")  # to None: nothing; to a closed file: ValueError
+        self.reply(received)

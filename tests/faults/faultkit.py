@@ -6,7 +6,9 @@ end of the run (and writes it as JSON to ``$SSHPIPE_FAULTS_REPORT`` when set).
 """
 from __future__ import annotations
 
+import json
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,8 +16,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set
 
 import pytest
 
-from sshpipe import PipeBroken, SSHPipe
-from sshpipe.testing import is_alive
+from sshpipe import PipeBroken, PipeClosed, SSHPipe
+from sshpipe import testing
+from sshpipe.testing import ProcessId, is_alive
 
 HERE = Path(__file__).parent
 FAULT_AGENT = str(HERE / "agents" / "fault_agent.py")
@@ -41,6 +44,24 @@ def record(case: str, method: str, seconds: Optional[float], result: str) -> Non
                        "result": result})
 
 
+def write_matrix(write, rows: List[Dict[str, object]]) -> None:
+    """Print the matrix's rows (``write`` prints one line); with
+    SSHPIPE_FAULTS_REPORT=<path> also write them there as JSON."""
+    if not rows:
+        return
+    path = os.environ.get("SSHPIPE_FAULTS_REPORT")
+    if path:
+        with open(path, "w", encoding="utf-8") as out:
+            json.dump(rows, out, indent=1)
+    write("")
+    write(f"fault matrix (detection bound {DEAD_BOUND:g} s + {SLACK:g} s "
+          f"slack){'; written to ' + path if path else ''}")
+    write(f"{'case':58} {'method':7} {'seconds':>8}  result")
+    for row in sorted(rows, key=lambda r: (str(r["case"]), str(r["method"]))):
+        seconds = "-" if row["seconds"] is None else f"{row['seconds']:.3f}"
+        write(f"{row['case']:58} {row['method']:7} {seconds:>8}  {row['result']}")
+
+
 def make_pipe(server, command=FAULT_AGENT, **kwargs) -> SSHPipe:
     """A pipe to ``server`` (a LocalSSHServer) with the matrix's heartbeat."""
     kwargs.setdefault("python", server.python)
@@ -48,6 +69,20 @@ def make_pipe(server, command=FAULT_AGENT, **kwargs) -> SSHPipe:
     kwargs.setdefault("heartbeat", HEARTBEAT)
     return SSHPipe(kwargs.pop("alias", server.alias), command, config=server.config_path,
                    **kwargs)
+
+
+def send_while_open(pipe: SSHPipe, items: Iterable[object]) -> List[int]:
+    """Send each item after a message that ends the agent; stop at the first
+    PipeClosed. A fast machine can see the agent's end between two sends, and
+    send() then refuses (the caller knows those were never sent), so only what was
+    sent is the pipe's to account for. Returns the sequence numbers sent."""
+    seqs = []
+    for item in items:
+        try:
+            seqs.append(pipe.send(item))
+        except PipeClosed:
+            break
+    return seqs
 
 
 # A process is alive until it ends (a zombie waiting to be reaped is not).
@@ -64,10 +99,51 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> floa
     return time.monotonic() - start
 
 
-def wait_gone(pids: Iterable[int], timeout: float) -> float:
-    pids = list(pids)
-    return wait_until(lambda: not any(alive(pid) for pid in pids), timeout,
-                      f"processes {pids} to end")
+# Where a thread blocked in a pipe call waits: a condition or lock, a selector, a
+# multiprocessing connection's poll, a queue.
+_WAITING_MODULES = ("threading.py", "selectors.py", "connection.py", "queue.py")
+# sshpipe's own waits in a C call (select.select), so the frame on top is sshpipe's:
+# (module, function). The OpenSSH transport's caller reads the agent's stream itself,
+# and a recv() with no events thread to wait on selects in OpenSSHEvents.wait.
+_WAIT_POINTS = {("_stream.py", "wait")}
+
+
+def _is_waiting(frame) -> bool:
+    code = frame.f_code
+    if code.co_filename.endswith(_WAITING_MODULES):
+        return True
+    return (os.path.basename(code.co_filename), code.co_name) in _WAIT_POINTS
+
+
+def _blocked_in_sshpipe(thread: threading.Thread) -> bool:
+    """True if ``thread`` waits (in one of _WAITING_MODULES or at one of
+    _WAIT_POINTS) inside a call into sshpipe: blocked in the call, not on its way
+    to it."""
+    frame = sys._current_frames().get(thread.ident)
+    if frame is None or not _is_waiting(frame):
+        return False
+    while frame is not None:
+        if f"{os.sep}sshpipe{os.sep}" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def wait_blocked(threads: Iterable[threading.Thread], timeout: float) -> float:
+    """Wait until every thread is blocked inside an sshpipe call; fail the test
+    after ``timeout``. Returns the seconds it took."""
+    threads = list(threads)
+    return wait_until(lambda: all(_blocked_in_sshpipe(t) for t in threads), timeout,
+                      f"threads {[t.name for t in threads]} to block in their calls")
+
+
+def assert_gone(processes: Iterable[ProcessId], timeout: float) -> float:
+    """Wait for every process to end; fail the test naming those still running after
+    ``timeout``. Returns the seconds it took."""
+    started = time.monotonic()
+    left = testing.wait_gone(processes, timeout)
+    assert not left, f"still running {timeout:g} s later: {left}"
+    return time.monotonic() - started
 
 
 def settle(pipe, timeout: float = 30.0):
@@ -110,12 +186,6 @@ def drain(pipe: SSHPipe, timeout: float = 5.0) -> list:
         except Exception:  # PipeBroken: replies before the break are all returned first
             break
     return out
-
-
-def proc_children(pid: int) -> List[int]:
-    from sshpipe.testing import descendants
-
-    return [p for p in descendants(pid) if alive(p)]
 
 
 def fd_count(pid: int = 0) -> int:

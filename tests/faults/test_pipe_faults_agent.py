@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from faultkit import (BOUND, FAULT_AGENT, alive, check_accounting, drain, make_pipe, record,
-                      settle, unhandled_in, wait_gone)
+from faultkit import (BOUND, FAULT_AGENT, assert_gone, check_accounting, drain, make_pipe,
+                      record, send_while_open, settle, unhandled_in)
 from sshpipe import PipeBroken, PipeClosed, PipeState
+from sshpipe.testing import process_id, send_signal, wait_gone
 
 
 class FailsToPickle:
@@ -95,10 +96,10 @@ def test_agent_exits_inside_a_hook(sshd, method, hook, how, status):
     fault = f"{hook}:{how}" if hook != "handle" else "none"
     pipe = make_pipe(sshd, command=[sshd.python, FAULT_AGENT, fault])
     pipe.start()
-    seqs = [pipe.send(n) for n in range(3)]
+    seqs = send_while_open(pipe, range(3))  # atstart ends the agent on the first
     if hook == "handle":
         seqs.append(pipe.send(("cmd", "exit", how, status)))
-        seqs += [pipe.send(n) for n in range(3, 5)]
+        seqs += send_while_open(pipe, range(3, 5))
     if hook == "atexit":
         seqs.append(pipe.send("TERM"))
     seconds, outcome = settle(pipe)
@@ -156,11 +157,10 @@ def test_agent_exit_with_live_child_reports_its_status_issue_8(sshd, how):
     pipe = make_pipe(sshd, command=[sshd.python, FAULT_AGENT, "none"])
     pipe.start()
     pipe.send(("cmd", "spawn_exit", how, 13))
-    agent, child = pipe.recv(timeout=10)
+    child = process_id(pipe.recv(timeout=10)[1])
     try:
         seconds, outcome = settle(pipe)
-        time.sleep(0.5)
-        child_left = alive(child)
+        child_left = bool(wait_gone([child], BOUND))
         record(f"agent {how} in handle with a live child", "fork", seconds,
                f"exitcode={getattr(outcome, 'exitcode', outcome)!r}; handler's child "
                f"{'LEFT RUNNING' if child_left else 'gone'}")
@@ -168,8 +168,7 @@ def test_agent_exit_with_live_child_reports_its_status_issue_8(sshd, how):
         assert outcome.exitcode == 13
         assert seconds < BOUND
     finally:
-        if alive(child):
-            os.kill(child, signal.SIGKILL)
+        send_signal(child, signal.SIGKILL)
         pipe.close(timeout=10)
 
 
@@ -180,12 +179,13 @@ def test_handler_sys_exit_takes_its_children_along_issue_8(sshd):
     pipe.start()
     pipe.send(("cmd", "spawn_exit", "sys_exit", 13))
     agent, child = pipe.recv(timeout=10)
+    # The agent exits 0.3 s after its reply: it may be gone before it is identified.
+    agent, child = process_id(agent, gone_ok=True), process_id(child)
     try:
-        wait_gone([agent], 10)
-        wait_gone([child], 5)
+        assert_gone([agent], 10)
+        assert_gone([child], 5)
     finally:
-        if alive(child):
-            os.kill(child, signal.SIGKILL)
+        send_signal(child, signal.SIGKILL)
         pipe.close(timeout=10)
 
 
@@ -197,18 +197,19 @@ def test_agent_dying_abruptly_takes_its_children_issue_8(sshd, how):
     pipe.start()
     if how == "sigkill":
         pipe.send(("cmd", "spawn"))
-        agent, child = pipe.recv(timeout=10)
-        os.kill(agent, signal.SIGKILL)
+        agent, child = map(process_id, pipe.recv(timeout=10))
+        assert send_signal(agent, signal.SIGKILL)
     else:
         pipe.send(("cmd", "spawn_exit", "os_exit", 13))
         agent, child = pipe.recv(timeout=10)
+        # The agent exits 0.3 s after its reply: it may be gone before it is identified.
+        agent, child = process_id(agent, gone_ok=True), process_id(child)
     try:
         settle(pipe)
-        wait_gone([agent], BOUND)
-        wait_gone([child], BOUND)
+        assert_gone([agent], BOUND)
+        assert_gone([child], BOUND)
     finally:
-        if alive(child):
-            os.kill(child, signal.SIGKILL)
+        send_signal(child, signal.SIGKILL)
         try:
             pipe.close(timeout=10)
         except PipeBroken:
@@ -240,7 +241,7 @@ def test_agent_deserialization_error_is_an_error_of_that_message(sshd, method, t
     pipe.start()
     ok = pipe.send("before")
     bad = pipe.send(FailsToUnpickle())
-    after = [pipe.send(n) for n in range(3)]
+    after = send_while_open(pipe, range(3))
     if tolerance:
         pipe.send("TERM")
     seconds, response = settle(pipe)
@@ -267,7 +268,7 @@ def test_agent_exiting_while_deserializing(sshd, method):
     pipe.start()
     ok = pipe.send("fine")
     assert pipe.recv(timeout=10) == "fine"
-    rest = [pipe.send(ExitsWhileUnpickled())] + [pipe.send(n) for n in range(3)]
+    rest = [pipe.send(ExitsWhileUnpickled())] + send_while_open(pipe, range(3))
     seconds, response = settle(pipe)
     record("agent exits while deserializing", method, seconds,
            f"exitcode={getattr(response, 'exitcode', response)!r}")
@@ -286,7 +287,7 @@ def test_reply_serialization_error_is_an_error_of_that_message(sshd, method, tol
     pipe.start()
     first = pipe.send("one")
     bad = pipe.send(("cmd", "reply_unpicklable"))
-    after = [pipe.send(n) for n in range(3)]
+    after = send_while_open(pipe, range(3))
     if tolerance:
         pipe.send("TERM")
     seconds, response = settle(pipe)

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from faultkit import (BOUND, FAULT_AGENT, check_accounting, drain, make_pipe,
-                      record, settle, unhandled_in, wait_gone)
+                      record, settle, unhandled_in)
 from sshpipe import (AgentStartError, FrameError, PipeBroken, PipeState, ProtocolError,
                      SSHConfigError, SSHPipe, SSHPipeError, SSHPipeHandler, protocol)
 from sshpipe.testing import LocalSSHServer
@@ -38,23 +38,23 @@ def test_oversized_message_is_refused_in_send_issue_8(sshd, method):
     assert response.exitcode == 0 and response.unhandled == () and response.errors == ()
 
 
-def test_oversized_reply_breaks_pipe_with_frame_error(sshd, method):
-    """A reply over max_frame: the child refuses it before buffering it, the pipe
-    breaks with the FrameError as cause, and the agent ends."""
+def test_oversized_reply_is_refused_by_the_agent(sshd, method):
+    """A reply over max_frame: the agent's reply() refuses it before it is sent (the
+    caller would have to break the pipe), so that message fails with the reason and
+    the agent ends by its tolerance, every message accounted for."""
     pipe = make_pipe(sshd, max_frame=MAX_FRAME)
     pipe.start()
-    agent = pipe.remote_info["pid"]
     ok = pipe.send("small")
     assert pipe.recv(timeout=10) == "small"
+    began = time.monotonic()
     big = pipe.send(("cmd", "bytes", 2 * MAX_FRAME))
-    seconds, outcome = settle(pipe)
-    record("oversized frame agent->caller", method, seconds,
-           f"{type(outcome).__name__} from {type(outcome.__cause__).__name__}")
-    assert isinstance(outcome, PipeBroken) and isinstance(outcome.__cause__, FrameError)
-    assert "exceeds" in str(outcome.__cause__) and outcome.__cause__.frame_no
-    check_accounting([ok, big], [ok], unhandled_in(outcome))
-    wait_gone([agent], BOUND)
-    assert seconds < BOUND
+    response = pipe.response(timeout=BOUND)
+    seconds = time.monotonic() - began
+    record("oversized reply agent->caller", method, seconds,
+           f"exit {response.exitcode}, {len(response.errors)} error")
+    assert response.exitcode == 3 and "max_frame" in str(response.errors[0])
+    assert response.errors[0].seq == big and response.unhandled == ()
+    assert ok < big
 
 
 # -- random bytes instead of frames ----------------------------------------------------

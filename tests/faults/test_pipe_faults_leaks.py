@@ -8,32 +8,30 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 
 from faultkit import (FAULT_AGENT, alive, fd_count, make_pipe, record, rss_kib, wait_until)
-from sshpipe.testing import descendants
+from sshpipe.testing import descendants, process_id, process_name
 
 # Cycles per start method: fork is cheap (~0.3 s a cycle), spawn starts a Python
-# interpreter per pipe (~1 s), so it gets fewer; 4 threads overlap network waits.
-CYCLES = {"fork": 200, "spawn": 24}
+# interpreter per pipe (~1 s), so it gets fewer, and forkserver (a fork from the
+# server, but a round trip to it) sits between; 4 threads overlap network waits.
+CYCLES = {"fork": 200, "spawn": 24, "forkserver": 48}
 THREADS = 4
 
 
 def _own_processes():
     """This process's live descendants that are not sshd (the test bed's)."""
     found = []
-    for pid in descendants(os.getpid()):
-        try:
-            with open(f"/proc/{pid}/comm") as comm:
-                name = comm.read().strip()
-        except OSError:
-            continue
-        if name != "sshd" and alive(pid):
-            found.append((pid, name))
+    for process in descendants(os.getpid()):
+        name = process_name(process)
+        if name not in ("sshd", ""):
+            found.append((process.pid, name))
     return found
 
 
 def _sshd_sessions(sshd):
-    return [pid for pid in descendants(sshd.pid) if alive(pid)]
+    return descendants(process_id(sshd.pid))
 
 
 def _snapshot(sshd):
@@ -62,6 +60,10 @@ def _warm_baseline(sshd):
     return _settled(sshd, _snapshot(sshd), 5)
 
 
+# 200 cycles of the remote login shell (~0.3-0.9 s each here) take ~90 s on a quiet
+# machine and over 120 s (the suite's hang bound) under a load of 10; each call in
+# a cycle has its own bound.
+@pytest.mark.timeout(300)
 def test_start_close_cycles_leave_nothing_behind(sshd, method):
     """Many start/send/recv/close cycles (several threads at once): afterwards the
     caller has the same fds, threads and child processes as before, and no agent or
@@ -75,6 +77,7 @@ def test_start_close_cycles_leave_nothing_behind(sshd, method):
     def cycle(n):
         pipe = make_pipe(sshd, command=command)
         pipe.start()
+        agent = process_id(pipe.remote_info["pid"])
         try:
             pipe.send(n)
             assert pipe.recv(timeout=30) == n
@@ -82,7 +85,7 @@ def test_start_close_cycles_leave_nothing_behind(sshd, method):
             response = pipe.close(timeout=30)
         assert response.exitcode == 0 and response.unhandled == ()
         with lock:
-            agents.append(pipe.remote_info["pid"])
+            agents.append(agent)
 
     started = time.monotonic()
     with ThreadPoolExecutor(THREADS) as pool:
@@ -105,7 +108,7 @@ def test_ten_thousand_messages_leave_nothing_behind(sshd, method):
     before = _warm_baseline(sshd)
     started = time.monotonic()
     with make_pipe(sshd, command=[sshd.python, FAULT_AGENT]) as pipe:
-        agent = pipe.remote_info["pid"]
+        agent = process_id(pipe.remote_info["pid"])
         received = []
 
         def reader():

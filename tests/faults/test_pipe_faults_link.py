@@ -9,24 +9,17 @@ import time
 
 import pytest
 
-from faultkit import (BOUND, DEAD_BOUND, SLACK, check_accounting, drain, make_pipe,
-                      record, settle, unhandled_in, wait_gone)
+from faultkit import (BOUND, DEAD_BOUND, SLACK, assert_gone, check_accounting, drain,
+                      make_pipe, record, settle, unhandled_in)
 from sshpipe import (ConnectError, ConnectTimeout, PipeBroken, PipeState,
                      SSHPipe)
-from sshpipe.testing import LocalSSHServer, descendants, free_port
+from sshpipe.testing import LocalSSHServer, free_port, owned_sshd_pids, process_id, send_signal
 
 
 def _sshd_pids(server: LocalSSHServer):
     """The listener and its per-connection sshd processes (not the agent)."""
-    pids = [server.pid]
-    for pid in descendants(server.pid):
-        try:
-            with open(f"/proc/{pid}/comm") as comm:
-                if comm.read().strip() == "sshd":
-                    pids.append(pid)
-        except OSError:
-            pass
-    return pids
+    listener = process_id(server.pid)
+    return [listener] + owned_sshd_pids(listener)
 
 
 def _stream(pipe, count, start=0):
@@ -41,16 +34,16 @@ def _kill_sshd_mid_stream():
     with LocalSSHServer(alias="doomed") as server:
         pipe = make_pipe(server)
         pipe.start()
-        agent = pipe.remote_info["pid"]
+        agent = process_id(pipe.remote_info["pid"])
         sent = _stream(pipe, 100)
         assert pipe.recv(timeout=10) == 0
-        for pid in _sshd_pids(server):
-            os.kill(pid, signal.SIGKILL)
+        for sshd in _sshd_pids(server):
+            send_signal(sshd, signal.SIGKILL)
         killed = time.monotonic()
         _, outcome = settle(pipe)
         seconds = time.monotonic() - killed
         replies = [0] + drain(pipe)
-        wait_gone([agent], BOUND)
+        assert_gone([agent], BOUND)
         agent_gone = time.monotonic() - killed
     by_value = {n: seq for seq, n in sent.items()}
     acked = range(1, max(sent) - pipe.pending + 1)
@@ -84,7 +77,7 @@ def test_link_down_is_detected_by_heartbeat_and_host_usable_after_link_up(netns_
                                                      "fault_agent.py")],
                    config=netns_hosts.config_path, heartbeat=0.5, ready_timeout=30)
     pipe.start()
-    agent = pipe.remote_info["pid"]
+    agent = process_id(pipe.remote_info["pid"])
     sent = {pipe.send(n): n for n in range(20)}
     assert [pipe.recv(timeout=10) for _ in range(20)] == list(range(20))
     pipe.flush(timeout=10)
@@ -97,7 +90,7 @@ def test_link_down_is_detected_by_heartbeat_and_host_usable_after_link_up(netns_
         _, outcome = settle(pipe)
         seconds = time.monotonic() - cut
         # The agent sees no heartbeat from the caller either and ends (its own bound).
-        wait_gone([agent], BOUND + 2)
+        assert_gone([agent], BOUND + 2)
         agent_gone = time.monotonic() - cut
     finally:
         netns_hosts.link_up(0)
@@ -203,3 +196,35 @@ def test_connect_timeout_to_blackholed_address(netns_hosts, method):
            type(error).__name__)
     assert isinstance(error, ConnectTimeout) and "timed out after 2 s" in str(error)
     assert 1.8 <= seconds < 2 + SLACK
+
+
+@pytest.mark.netns
+def test_link_cut_under_a_busy_handler_ends_agent_and_children(netns_hosts, method):
+    """issue 11: with handle() busy (and a child process of it running), a link cut
+    longer than the heartbeat bound breaks the pipe on the caller's side and ends
+    the remote agent and its child within the same bound (not TCP's ~15 min)."""
+    host = netns_hosts[2]
+    agent_path = os.path.join(os.path.dirname(__file__), "agents", "fault_agent.py")
+    pipe = SSHPipe(host.alias, command=[host.server.python, agent_path],
+                   config=netns_hosts.config_path, heartbeat=0.5, ready_timeout=30)
+    pipe.start()
+    pipe.send(("cmd", "spawn"))
+    agent, child = map(process_id, pipe.recv(timeout=10))
+    # Busy: the main thread cannot read input. The reply to the first comes once
+    # it was handled, so the handler is then on its way into the sleep.
+    pipe.send(("cmd", "reply", "next: busy"))
+    pipe.send(("cmd", "sleep", 120))
+    assert pipe.recv(timeout=10) == "next: busy"
+    netns_hosts.link_down(2)
+    cut = time.monotonic()
+    try:
+        _, outcome = settle(pipe)
+        detected = time.monotonic() - cut
+        assert_gone([agent, child], BOUND + 2)
+        gone = time.monotonic() - cut
+    finally:
+        netns_hosts.link_up(2)
+    record("netns link cut, handler busy", method, detected,
+           f"{type(outcome).__name__}; agent and child gone {gone:.2f} s after the cut")
+    assert isinstance(outcome, PipeBroken), outcome
+    assert gone < BOUND + 2

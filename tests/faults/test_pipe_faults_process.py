@@ -3,7 +3,6 @@ the SSHPipe child killed (the caller must raise, never hang)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,9 +11,10 @@ import time
 
 import pytest
 
-from faultkit import (BOUND, FAULT_AGENT, HERE, alive, check_accounting, make_pipe, record,
-                      unhandled_in, wait_gone)
+from faultkit import (BOUND, FAULT_AGENT, HERE, alive, assert_gone, check_accounting,
+                      make_pipe, record, unhandled_in, wait_blocked)
 from sshpipe import PipeBroken, PipeState
+from sshpipe.testing import process_id, send_signal, wait_gone
 
 
 def _run_caller(sshd, method, busy, timeout=15.0):
@@ -29,23 +29,20 @@ def _run_caller(sshd, method, busy, timeout=15.0):
     try:
         line = caller.stdout.readline()
         assert line, caller.stderr.read()
-        pids = json.loads(line)
+        pids = {name: process_id(pid) for name, pid in json.loads(line).items()}
         assert all(alive(pid) for pid in pids.values())
         caller.kill()
         killed = time.monotonic()
         caller.wait(10)
         remote = [pids["agent"], pids["child"]]
-        while any(alive(pid) for pid in remote) and time.monotonic() - killed < timeout:
-            time.sleep(0.01)
-        agent_gone = None if any(alive(pid) for pid in remote) else time.monotonic() - killed
-        while alive(pids["pipe_child"]) and time.monotonic() - killed < timeout:
-            time.sleep(0.01)
-        child_gone = None if alive(pids["pipe_child"]) else time.monotonic() - killed
+        left = wait_gone(remote, timeout)
+        agent_gone = None if left else time.monotonic() - killed
+        left = wait_gone([pids["pipe_child"]], max(0.0, timeout - (time.monotonic() - killed)))
+        child_gone = None if left else time.monotonic() - killed
         return agent_gone, child_gone
     finally:
         for pid in pids.values():
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+            send_signal(pid, signal.SIGKILL)
         if caller.poll() is None:
             caller.kill()
             caller.wait(10)
@@ -79,9 +76,9 @@ def test_pipe_child_killed_every_caller_call_raises(sshd, method):
     lists the unhandled messages, and the remote agent ends."""
     pipe = make_pipe(sshd, queue_bound=4)
     pipe.start()
-    agent = pipe.remote_info["pid"]
+    agent = process_id(pipe.remote_info["pid"])
     pipe.send(("cmd", "spawn"))
-    _, grandchild = pipe.recv(timeout=10)
+    grandchild = process_id(pipe.recv(timeout=10)[1])
     sent = [1] + [pipe.send(("cmd", "sleep", 0.5)) for _ in range(4)]  # window full
     outcomes = {}
 
@@ -98,8 +95,7 @@ def test_pipe_child_killed_every_caller_call_raises(sshd, method):
                threading.Thread(target=blocked, args=("flush", lambda: pipe.flush(timeout=30)))]
     for thread in threads:
         thread.start()
-    time.sleep(0.2)
-    assert all(thread.is_alive() for thread in threads)  # really blocked
+    wait_blocked(threads, 10)  # really blocked, each inside its call
     pipe.kill()
     killed = time.monotonic()
     for thread in threads:
@@ -116,7 +112,7 @@ def test_pipe_child_killed_every_caller_call_raises(sshd, method):
     assert set(outcomes) == {"send", "recv", "flush"}
     assert pipe.state is PipeState.BROKEN
     check_accounting(sent, [1], unhandled_in(broken))
-    wait_gone([agent, grandchild], BOUND)
+    assert_gone([agent, grandchild], BOUND)
     agent_gone = time.monotonic() - killed
     record("SSHPipe child SIGKILL (send/recv/flush blocked)", method, seconds,
            f"PipeBroken in send, recv, flush, response; agent gone after {agent_gone:.2f} s")

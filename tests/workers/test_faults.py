@@ -16,7 +16,7 @@ import pytest
 import wtasks
 from workers import BrokenHostPool, HostLostError, HostState, SSHExecutor, Task
 
-from workerkit import alive, wait_until
+from workerkit import alive, parse_identity, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -81,8 +81,8 @@ def test_killed_agent_retries_or_fails_each_task_it_ran(fleet, netns_hosts, tmp_
     # in the agent provably never started and went elsewhere for free.
     assert failed <= 2
     # The workers of the killed agent died with it (none is left running a task).
-    orphans = [int(pid) for i, f in enumerate(futures) if f.exception() is not None
-               for pid in open(os.path.join(directory, str(i))).read().split()]
+    orphans = [parse_identity(run) for i, f in enumerate(futures) if f.exception() is not None
+               for run in open(os.path.join(directory, str(i))).read().split()]
     wait_until(lambda: not any(alive(pid) for pid in orphans), 10,
                "the killed agent's workers to die")
     # Only tasks without retries failed, and the pool is still serving.

@@ -55,7 +55,7 @@ def test_not_callable_and_unserializable_fail_at_construction():
     """A task that cannot be built fails in the caller, not on the remote."""
     with pytest.raises(TypeError):
         Task(42)
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError):
         Task(print, (x for x in "a generator cannot be pickled"))
 
 

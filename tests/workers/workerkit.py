@@ -7,9 +7,9 @@ from typing import Callable
 
 import pytest
 
-from sshpipe.testing import is_alive
+from sshpipe.testing import ProcessId, is_alive
 
-__all__ = ["alive", "wait_until"]
+__all__ = ["alive", "parse_identity", "wait_until"]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -22,3 +22,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 
 
 alive = is_alive  # a zombie waiting to be reaped does not count
+
+
+def parse_identity(text: str) -> ProcessId:
+    """The process a task described with wtasks.identity() ("pid:start")."""
+    pid, start = text.strip().split(":")
+    return ProcessId(int(pid), int(start))

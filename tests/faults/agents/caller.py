@@ -16,7 +16,10 @@ if __name__ == "__main__":
     pipe.send(("cmd", "spawn"))
     agent, child = pipe.recv(timeout=30)
     if busy == "busy":
+        # The reply to the first comes once the agent handled it: it is then on its
+        # way into handle() of the second (the agent handles messages in order).
+        pipe.send(("cmd", "reply", "next: busy"))
         pipe.send(("cmd", "sleep", 600))
-        time.sleep(0.3)  # the agent is inside handle() now
+        assert pipe.recv(timeout=30) == "next: busy"
     print(json.dumps({"agent": agent, "child": child, "pipe_child": pipe.pid}), flush=True)
-    time.sleep(600)
+    time.sleep(600)  # not synchronisation: this caller waits to be killed (the fault)

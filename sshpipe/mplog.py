@@ -56,7 +56,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from sshpipe._logfiles import TimedSizedRotatingHandler
 from sshpipe._logformat import LevelBasedFormatter
-from sshpipe._logwire import QueueHandler, attach, detach_all, from_wire
+from sshpipe._logqueue import QueueHandler, attach, detach_all
+from sshpipe._logwire import from_wire
 
 __all__ = [
     "LevelBasedFormatter",

@@ -49,7 +49,8 @@ class Launch:
     Raises:
         ValueError: not exactly one of command, handler or target, or an empty
             command.
-        TypeError: ``handler`` is not an SSHPipeHandler subclass or instance.
+        TypeError: ``handler`` is not an SSHPipeHandler subclass or instance, or
+            ``modules`` holds something other than module names.
     """
 
     def __init__(self, *, command: Union[str, Sequence[str], None], handler: Any,
@@ -80,6 +81,13 @@ class Launch:
         # Dropped by prepare(), as Process drops its target (bpo-30775): the handler
         # and its arguments live on only inside the spec's (or the stream's) bytes.
         self._handler_call: Any = (handler, tuple(handler_args), dict(handler_kwargs or {}))
+        if isinstance(modules, str):
+            raise TypeError(f"modules takes a list of module names, not the string {modules!r}")
+        for module in modules:
+            if not isinstance(module, str):
+                name = getattr(module, "__name__", None)
+                hint = f" (give its name, {name!r})" if isinstance(name, str) else ""
+                raise TypeError(f"modules takes module names, not {module!r}{hint}")
         self.modules = tuple(modules)
         if command is None:
             argv: List[str] = []

@@ -59,6 +59,11 @@ ACK_EVERY = 256
 # A caller that asks to end gets this long for the handler to finish its current
 # message before the agent exits hard (the handler may be stuck).
 EXIT_GRACE = 5.0
+# Once serve() has sent EXIT, what is left of the process (atexit handlers, a
+# library's non-daemon threads, whatever code follows service_loop) gets this
+# long; then the agent ends hard, saying on stderr which threads kept it. The
+# caller saw the end already: a process lingering past it would be a leak.
+SHUTDOWN_GRACE = 5.0
 # Flush once this much is buffered, whatever else is pending.
 WRITE_BATCH = 256 * 1024
 # Replies the caller may leave untaken before reply() blocks, unless the caller's
@@ -645,4 +650,24 @@ def serve(handler: SSHPipeHandler) -> int:
     agent.writer.put(protocol.encode_json(FrameKind.EXIT, {"exitcode": code, "reason": reason}),
                      flush=True)
     agent.stopping.set()
+    _end_within(SHUTDOWN_GRACE, code)
     return code
+
+
+def _end_within(grace: float, code: int) -> None:
+    """End the process with ``code`` if it still runs ``grace`` seconds from now.
+
+    A daemon thread, so it also runs while the interpreter waits for non-daemon
+    threads at exit (a thread pool's busy worker, a handler's forgotten thread),
+    which would otherwise keep the agent, and its session, forever.
+    """
+    def end() -> None:
+        time.sleep(grace)
+        names = sorted(thread.name for thread in threading.enumerate()
+                       if not thread.daemon and thread is not threading.main_thread())
+        kept = f"threads still running: {', '.join(names)}" if names else "its exit did not return"
+        _quietly(lambda: os.write(2, f"sshpipe agent: ended {grace:g} s after its EXIT ({kept})"
+                                     "\n".encode()))
+        os._exit(code)
+
+    threading.Thread(target=end, name="sshpipe-shutdown-bound", daemon=True).start()

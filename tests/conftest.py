@@ -38,8 +38,10 @@ RUN_MARK = "SSHPIPE_TEST_RUN"
 # agent whose pipe was closed exits at once, sshd's per-connection processes
 # notice their client left within a moment; a busy agent whose caller's child
 # was killed ends after its documented grace (the agent's EXIT_GRACE, then the
-# supervisor's GRACE and KILL_WAIT for what it started), plus a margin.
-LEAK_GRACE = _agent.EXIT_GRACE + _supervisor.GRACE + _supervisor.KILL_WAIT + 2.0
+# supervisor's GRACE and KILL_WAIT for what it started), as does one whose exit
+# a lingering thread holds (SHUTDOWN_GRACE), plus a margin.
+LEAK_GRACE = (max(_agent.EXIT_GRACE, _agent.SHUTDOWN_GRACE) + _supervisor.GRACE
+              + _supervisor.KILL_WAIT + 2.0)
 # Processes that live as long as the interpreter by design.
 _HELPERS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
 _WATCHDOGS = ("_watchdog_process.py", "_openssh/watchdog.py")

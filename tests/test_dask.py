@@ -18,7 +18,7 @@ import dask.bag as db  # noqa: E402
 from distributed import Client  # noqa: E402
 
 from sshpipe.dask import SSHCluster  # noqa: E402
-from sshpipe.testing import descendants, process_name, send_signal, wait_gone  # noqa: E402
+from sshpipe.testing import command_line, descendants, process_name, send_signal, wait_gone  # noqa: E402
 
 pytestmark = pytest.mark.netns
 
@@ -26,20 +26,29 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _left_on(hosts) -> dict:
-    """Processes on each host other than sshd's own, by alias: the listener and,
-    with the OpenSSH transport, the connection of the caller's shared master,
-    which outlives the cluster until its ControlPersist idle time or its owner
-    ends (tests/openssh checks that lifetime)."""
-    left = {host.alias: [p for p in descendants(host.server.process)
-                         if not process_name(p).startswith("sshd")] for host in hosts}
-    return {alias: processes for alias, processes in left.items() if processes}
+    """Processes on each host other than sshd's own, by alias, each as
+    "pid name: command line": the listener and, with the OpenSSH transport, the
+    connection of the caller's shared master, which outlives the cluster until
+    its ControlPersist idle time or its owner ends (tests/openssh checks that
+    lifetime). A process that ends while it is being read is not counted."""
+    left: dict = {}
+    for host in hosts:
+        for process in descendants(host.server.process):
+            name = process_name(process)
+            if name and not name.startswith("sshd"):
+                left.setdefault(host.alias, []).append(
+                    f"{process.pid} {name}: {command_line(process)[:300]}")
+    return left
 
 
 def _wait_clean(hosts, timeout: float) -> dict:
+    """What is still left on ``hosts`` once nothing is, or after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while _left_on(hosts) and time.monotonic() < deadline:
+    left = _left_on(hosts)
+    while left and time.monotonic() < deadline:
         time.sleep(0.05)
-    return _left_on(hosts)
+        left = _left_on(hosts)
+    return left
 
 
 def test_client_computes_a_graph_through_forwarded_ports_and_close_leaves_nothing(netns_hosts):
@@ -47,7 +56,7 @@ def test_client_computes_a_graph_through_forwarded_ports_and_close_leaves_nothin
     scheduler through a port forwarded over SSH; a bag graph gives the right
     sum; closing leaves no process on any host."""
     hosts = netns_hosts[:3]
-    assert _left_on(hosts) == {}
+    assert _wait_clean(hosts, 15) == {}
     cluster = SSHCluster([h.alias for h in hosts], config=netns_hosts.config_path,
                          remote_python=sys.executable, worker_options={"nthreads": 2},
                          forward_ports=True, silence_logs=40)

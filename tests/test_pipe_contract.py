@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from sshpipe import RemoteError, SSHPipe
+from sshpipe import agent as _agent
+from sshpipe.testing import descendants, process_name, wait_gone
 
 from pipe_transports import transport  # noqa: F401 (autouse: each test per transport)
 
@@ -21,11 +23,16 @@ BOUND = 1.0  # what a timed call may take past its timeout on a loaded machine
 
 
 @pytest.fixture
-def no_stdout(monkeypatch):
-    """The handler class, importable here so that modules= can ship its module."""
+def zi_handlers(monkeypatch):
+    """The handlers' module, importable here so that modules= can ship it."""
     monkeypatch.syspath_prepend(str(AGENTS))
     import zi_handlers
 
+    return zi_handlers
+
+
+@pytest.fixture
+def no_stdout(zi_handlers):
     return zi_handlers.NoStdout
 
 
@@ -93,6 +100,27 @@ def test_a_handler_without_stdout_still_replies_and_ends_cleanly(sshd, how, no_s
         assert "closed file" in str(caught.value.remote_traceback)
         response = pipe.close(timeout=30)
         assert response.exitcode not in (0, None)
+
+
+def test_a_thread_left_by_the_handler_does_not_keep_the_agent(sshd, zi_handlers):
+    """A non-daemon thread that would keep the interpreter from exiting (600 s)
+    costs close() the agent's SHUTDOWN_GRACE, not its timeout: the agent then
+    ends hard with its own status, names the thread on stderr, and nothing of
+    it is left on the host."""
+    before = set(descendants(sshd.process))
+    pipe = SSHPipe(sshd.alias, handler=zi_handlers.LeavesAThread, modules=["zi_handlers"],
+                   config=sshd.config_path, python=sshd.python, ready_timeout=30)
+    pipe.start()
+    pipe.send("x")
+    assert pipe.recv(timeout=10) == "x"
+    started = time.monotonic()
+    response = pipe.close(timeout=30)
+    took = time.monotonic() - started
+    assert response.exitcode == 0, response
+    assert "forgotten-sleeper" in response.stderr
+    assert _agent.SHUTDOWN_GRACE - 0.5 < took < _agent.SHUTDOWN_GRACE + 3 * BOUND
+    left = [p for p in descendants(sshd.process) if p not in before]
+    assert wait_gone([p for p in left if not process_name(p).startswith("sshd")], 5) == []
 
 
 def test_a_raising_callback_does_not_break_the_pipe(sshd):

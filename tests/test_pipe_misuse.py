@@ -33,6 +33,15 @@ def _echo(sshd, **kwargs) -> SSHPipe:
                    ready_timeout=30, **kwargs)
 
 
+@pytest.mark.parametrize("modules, named", [([pickle], "'pickle'"), ("pickle", "string")])
+def test_modules_takes_names_and_says_so(modules, named):
+    """A module object (or a bare string, which would ship its letters) is a
+    TypeError at construction that says what to give instead."""
+    with pytest.raises(TypeError) as info:
+        SSHPipe("box", handler=Upper, modules=modules)
+    assert "module names" in str(info.value) and named in str(info.value)
+
+
 def test_neither_command_nor_handler_says_neither_issue_18():
     """SSHPipe("box") with no agent says it was given neither, not "not both"."""
     with pytest.raises(ValueError) as info:

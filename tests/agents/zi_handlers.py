@@ -30,3 +30,15 @@ class NoStdout(SSHPipeHandler):
             sys.stdout.close()
         print("lost")  # to None: nothing; to a closed file: ValueError
         self.reply(received)
+
+
+class LeavesAThread(SSHPipeHandler):
+    """Starts a non-daemon thread that outlives the agent's end by far (as a
+    library's busy pool worker or a forgotten thread does), then replies."""
+
+    def handle(self, received):
+        import threading
+        import time
+
+        threading.Thread(target=time.sleep, args=(600,), name="forgotten-sleeper").start()
+        self.reply(received)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from sshpipe import protocol, serial
-from sshpipe.errors import ProtocolError
+from sshpipe.errors import PipeBroken, ProtocolError
 from sshpipe.protocol import FrameKind
 from sshpipe.serial import local_python
 
@@ -133,8 +133,12 @@ def report_broken(emit: Any, error: BaseException) -> int:
     """Tell the caller the pipe broke (a BROKEN frame carrying ``error``) through
     ``emit``, as far as the event channel still takes it; the child's exit status."""
     try:
-        emit(protocol.encode(FrameKind.BROKEN, pickle.dumps(error)))
-    except (OSError, pickle.PicklingError, TypeError):
+        payload = pickle.dumps(error)
+    except Exception:  # noqa: BLE001 - any error must still reach the caller, as text
+        payload = pickle.dumps(PipeBroken(f"{type(error).__name__}: {error}"))
+    try:
+        emit(protocol.encode(FrameKind.BROKEN, payload))
+    except OSError:
         pass
     return 255
 

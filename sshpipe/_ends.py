@@ -17,16 +17,18 @@ it, as soon as the other process holds it: the caller closes the child's ends
 once the child started (holding them would hide the child's death), the child
 closes the caller's (so it sees end of file when the caller goes away), and a
 forked child closes the ends of every other pipe it inherited (a copy held
-there would keep that pipe's caller from seeing its own child die). Only the
+there would keep that pipe's caller from seeing its own child die), each only
+where its fd number still holds that end. Only the
 child's ends travel to a spawned child.
 """
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import weakref
 from multiprocessing.connection import Connection
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from sshpipe import protocol
 from sshpipe._outbox import Outbox
@@ -59,7 +61,16 @@ class PipeEnds:
         self.control_reader: Optional[Connection[Any, Any]] = None
         self.control_writer: Optional[Connection[Any, Any]] = None
         self.outbox: Optional[Outbox] = None
+        # What each end's fd is, so that a forked child closes an inherited end
+        # only if its number still means that end (see release_in_child).
+        self._identities: Dict[str, Tuple[int, int, int]] = {}
+        self._remember("request_reader", "request_writer", "event_reader", "event_writer")
         _IN_THIS_PROCESS.add(self)
+
+    def _remember(self, *names: str) -> None:
+        for name in names:
+            connection = getattr(self, name)
+            self._identities[name] = _identity(connection.fileno())
 
     def __getstate__(self) -> Dict[str, Any]:
         return {name: getattr(self, name) for name in _CHILD_ENDS}
@@ -72,6 +83,7 @@ class PipeEnds:
     def add_control(self) -> None:
         """Make the control pipe (OpenSSH transport)."""
         self.control_reader, self.control_writer = multiprocessing.Pipe(duplex=False)
+        self._remember("control_reader", "control_writer")
 
     def open_outbox(self, name: str) -> Outbox:
         """Hand the request pipe's write end to an Outbox (a dup: the Connection
@@ -99,6 +111,29 @@ class PipeEnds:
                 except OSError:
                     pass
 
+    def release_in_child(self) -> None:
+        """In a forked child, for another pipe's ends: close each inherited copy,
+        but only where its fd number still holds that end. Another thread of
+        the caller may have been closing one as the fork happened: the fd was
+        closed, and its number maybe reused for this child's own pipe, while
+        the Connection still held it; closing it then would close the child's
+        own end (its control pipe, say), which it would take for its caller
+        gone. Every Connection is left holding nothing, so that its collection
+        here closes nothing either."""
+        for name in _ALL_ENDS:
+            connection = getattr(self, name)
+            if connection is None or connection.closed:
+                continue
+            fd = connection.fileno()
+            try:
+                same = _identity(fd) == self._identities.get(name)
+            except OSError:  # closed as the fork happened
+                same = False
+            if same:
+                connection.close()
+            else:
+                _forget(connection)
+
     def in_child(self) -> None:
         """In the child: close the caller's ends (copies here under fork), and
         every end of every other pipe this process inherited."""
@@ -109,6 +144,20 @@ class PipeEnds:
             self.outbox.forget_in_child()
         for other in list(_IN_THIS_PROCESS):
             if other is not self:
-                other.release()
+                other.release_in_child()
                 if other.outbox is not None:
                     other.outbox.forget_in_child()
+
+
+def _identity(fd: int) -> Tuple[int, int, int]:
+    """(device, inode, access mode) of ``fd``: a pipe's two ends share an inode,
+    the mode tells them apart."""
+    status = os.fstat(fd)
+    return status.st_dev, status.st_ino, fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+
+
+def _forget(connection: "Connection[Any, Any]") -> None:
+    """Make ``connection`` hold no fd, without closing the number it held
+    (which now belongs to something else). multiprocessing has no public call
+    for it: its handle attribute is what close() and collection act on."""
+    connection._handle = None  # type: ignore[attr-defined]

@@ -209,3 +209,30 @@ def test_response_keeps_1000_errors_and_counts_the_rest(sshd):
     assert len(response.errors) == ERRORS_KEPT
     assert "failure 0" in str(response.errors[0].remote_traceback)
     assert response.dropped.get("errors") == extra
+
+
+def test_a_forked_child_keeps_its_ends_when_another_pipes_fd_number_is_reused(sshd):
+    """Another pipe's end that a caller's thread was closing as the fork happened
+    (its fd closed, its Connection not yet told) may name, by the time the child
+    runs, one of the new pipe's own ends: the child closes that other pipe's
+    copies only where the number still holds them, so the new pipe starts."""
+    import multiprocessing
+    import os
+
+    from sshpipe import _ends
+
+    other = make_pipe(sshd)  # never started: its ends exist in this process
+    half_closed = other._ends.event_reader
+    number = half_closed.fileno()
+    os.close(number)  # Connection.close() closes the fd first, then drops the handle
+    try:
+        pipe = make_pipe(sshd, mp_context=multiprocessing.get_context("fork"))
+        ends = pipe._ends
+        assert number in [getattr(ends, name).fileno() for name in
+                          ("request_reader", "request_writer", "event_reader", "event_writer")]
+        with pipe:
+            pipe.send("alive")
+            assert pipe.recv(timeout=10) == "alive"
+    finally:
+        _ends._forget(half_closed)
+        other.close()

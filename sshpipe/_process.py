@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
+import os
 import threading
 from typing import Any, ClassVar, Dict, FrozenSet, Optional, Tuple
 
@@ -25,6 +26,22 @@ __all__ = ["KILL_GRACE", "ChildProcess"]
 # How long the child gets after SIGTERM before SIGKILL, and how long reaping an
 # exiting child may take.
 KILL_GRACE = 1.0
+
+# Held while any pipe of this process starts its child. Under fork, a child
+# forked while another thread is inside Process.start() inherits that pipe's
+# sentinel write end (made just before its fork, closed in the parent just
+# after), and the sentinel then stays silent until the inheriting child exits:
+# join(timeout) and close() would wait out their grace for a child long gone.
+_START_LOCK = threading.Lock()
+
+
+def _new_start_lock() -> None:
+    global _START_LOCK
+    _START_LOCK = threading.Lock()  # a forked child starts with it free
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_start_lock)
 
 
 class ChildProcess(multiprocessing.Process):
@@ -70,6 +87,12 @@ class ChildProcess(multiprocessing.Process):
         self.__dict__.update(state)
 
     # -- the Process API, locked ------------------------------------------
+    def start(self) -> None:
+        """As ``Process.start``, one pipe's child at a time in this process (see
+        ``_START_LOCK``)."""
+        with _START_LOCK, self._popen_lock:
+            super().start()
+
     def join(self, timeout: Optional[float] = None) -> None:
         """As ``Process.join``; waits on the sentinel first, so a thread in join()
         never races another one reaping the child."""

@@ -352,8 +352,7 @@ class SSHPipe(ChildProcess):
         outbox = ends.open_outbox(f"sshpipe-send-{self.name}")
         spec_frame = protocol.encode(FrameKind.SPEC, pickle.dumps(spec, protocol=5))
         started_at = time.monotonic()
-        with self._popen_lock:
-            super().start()
+        super().start()  # ChildProcess.start: one child at a time, under its lock
         # Everything that writes to the request pipe comes after the fork: a SPEC
         # larger than the pipe's buffer is finished by the Outbox's writer thread,
         # which must not be running while this process forks.

@@ -236,3 +236,29 @@ def test_a_forked_child_keeps_its_ends_when_another_pipes_fd_number_is_reused(ss
     finally:
         _ends._forget(half_closed)
         other.close()
+
+
+def test_pipes_started_at_once_under_fork_close_without_waiting_for_each_other(sshd):
+    """Children forked by threads starting pipes at once do not inherit each
+    other's sentinel: each close() sees its own child exit at once, instead of
+    waiting out its grace (then SIGTERM, SIGKILL: 3 s) for a child long gone."""
+    import multiprocessing
+
+    from sshpipe import _process
+
+    context = multiprocessing.get_context("fork")
+    pipes = [make_pipe(sshd, mp_context=context) for _ in range(10)]
+    threads = [threading.Thread(target=pipe.start) for pipe in pipes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    slow = []
+    for pipe in pipes:
+        started = time.monotonic()
+        response = pipe.close(timeout=30)
+        took = time.monotonic() - started
+        assert response.exitcode == 0, response
+        if took > _process.KILL_GRACE + BOUND:
+            slow.append(round(took, 2))
+    assert slow == []
